@@ -1,0 +1,55 @@
+"""File helpers that keep good data safe: atomic folder writes and paths confined to a root."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
+
+    If the body raises (or the process dies), `path` keeps its previous contents and the
+    temporary folder is removed (or left with a `.tmp-` name that nothing reads).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    temporary = path.with_name(f".{path.name}.tmp-{tag}")
+    temporary.mkdir()
+    try:
+        yield temporary
+        for child in temporary.iterdir():
+            if child.is_file():
+                with open(child, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if path.exists():
+            # Move the old folder aside first: os.replace cannot replace a non-empty directory.
+            retired = path.with_name(f".{path.name}.old-{tag}")
+            os.replace(path, retired)
+            os.replace(temporary, path)
+            shutil.rmtree(retired)
+        else:
+            os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def confined_path(root: str | Path, relative: str, what: str) -> Path:
+    """Resolve `relative` inside `root`, refusing absolute paths and anything that escapes it
+    (`..`, symlinks out): dataset metadata must not point at files outside the dataset."""
+    root = Path(root).resolve()
+    if Path(relative).is_absolute():
+        raise InputError(f"{what}: absolute path {relative!r} is not allowed; paths must be relative to {root}")
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root):
+        raise InputError(f"{what}: path {relative!r} points outside the dataset folder {root}")
+    return resolved

@@ -1,0 +1,95 @@
+"""save_pretrained / from_pretrained: a folder with `config.json` and `model.safetensors`.
+
+The config is the single source of truth: `from_pretrained` rebuilds the model from it and then
+loads the weights strictly. Frozen pretrained parts (a text encoder shipped by a package or kept
+in a local folder) are referenced by their config, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, from_dict, to_dict
+from .errors import CheckpointError, ConfigError
+from .files import atomic_directory
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict without external (frozen pretrained) modules, contiguous for safetensors."""
+    skip = tuple(f"{name}." for name in model.external_modules())
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
+
+
+def save_pretrained(model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model folder atomically: a crash mid-write leaves any previous folder intact."""
+    from . import __version__
+
+    config = {"format_version": FORMAT_VERSION, "cvae_bridge_version": __version__, "model": to_dict(model.config)}
+    if extra:
+        config["extra"] = extra
+    with atomic_directory(directory) as temporary:
+        (temporary / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        save_file(saved_state(model), str(temporary / WEIGHTS_NAME), metadata={"format": "pt"})
+    return Path(directory)
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+    return config
+
+
+def load_pretrained(cls: type, directory: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Rebuild `cls` from the folder's config and load its weights strictly."""
+    directory = Path(directory)
+    config = read_config(directory)
+    try:
+        model_config = from_dict(ModelConfig, config.get("model"), path=f"{directory / CONFIG_NAME}:model")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from error
+    model = cls(model_config)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} not found")
+    try:
+        state = load_file(str(weights))
+    except Exception as error:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {error}") from error
+    load_state_strict(model, state, str(weights))
+    return model.to(device).eval()
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`: every saved tensor must exist with the same shape, and every
+    tensor the model saves must be present. External (frozen pretrained) modules are skipped."""
+    expected = saved_state(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f"{k}: saved {tuple(state[k].shape)}, model {tuple(expected[k].shape)}" for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s), e.g. {missing[:5]}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:5]}")
+    if mismatched:
+        problems.append(f"shape mismatch: {mismatched[:5]}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model built from its config: " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)

@@ -1,0 +1,94 @@
+"""Action chunks: k future actions of d dimensions, (B, k, d), with a padding mask (B, k).
+
+Encoder (ACT's posterior input): each action -> linear -> token, plus 1-D sine positions.
+Decoder (ACT / DETR): z becomes one more token in front of the condition tokens; a transformer
+encoder mixes them; a transformer decoder turns k learned queries into k action features through
+self-attention and cross-attention over that memory. Every decoder layer is used (ACT's original
+code read only the first layer's output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from ..config import DecoderConfig, EncoderConfig
+from ..nn import sine_positions_1d, transformer_encoder
+from ..registry import register_decoder, register_encoder
+from .base import Decoder, Encoder, Tokens, check_tensor
+
+
+@dataclass
+class ActionEncoderConfig(EncoderConfig):
+    dim: int = 14
+    chunk_size: int = 100
+
+
+@register_encoder("action")
+class ActionEncoder(Encoder):
+    Config = ActionEncoderConfig
+
+    def __init__(self, config: ActionEncoderConfig, d_model: int):
+        super().__init__(config, d_model)
+        self.embed = nn.Linear(config.dim, d_model)
+
+    def check(self, value: Any, name: str) -> None:
+        check_tensor(value, name, ndim=3, trailing=(self.config.chunk_size, self.config.dim))
+
+    def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
+        batch, steps, _ = value.shape
+        x = self.embed(value) + sine_positions_1d(steps, self.d_model, value.device)
+        if mask is None:
+            mask = torch.ones(batch, steps, dtype=torch.bool, device=value.device)
+        return Tokens(x, mask)
+
+
+@dataclass
+class ActionDecoderConfig(DecoderConfig):
+    dim: int = 14
+    chunk_size: int = 100
+    encoder_layers: int = 4
+    decoder_layers: int = 7
+    heads: int = 8
+    ff_dim: int = 3200
+    dropout: float = 0.1
+    norm_first: bool = False
+
+
+@register_decoder("action")
+class ActionDecoder(Decoder):
+    Config = ActionDecoderConfig
+
+    def __init__(self, config: ActionDecoderConfig, d_model: int, latent_dim: int, conditioned: bool):
+        super().__init__(config, d_model, latent_dim, conditioned)
+        self.event_shape = (config.chunk_size, config.dim)
+        self.sites, self.channels = config.chunk_size, config.dim
+        self.out_features = d_model
+        self.latent_in = nn.Linear(latent_dim, d_model)
+        self.latent_position = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.encoder = transformer_encoder(d_model, config.encoder_layers, config.heads, config.ff_dim, config.dropout, config.norm_first)
+        layer = nn.TransformerDecoderLayer(
+            d_model, config.heads, config.ff_dim, config.dropout, activation="gelu", batch_first=True, norm_first=config.norm_first
+        )
+        self.decoder = nn.TransformerDecoder(layer, config.decoder_layers, norm=nn.LayerNorm(d_model))
+        self.queries = nn.Parameter(torch.randn(1, config.chunk_size, d_model) * 0.02)
+
+    def forward(self, z: torch.Tensor, conditions: Tokens) -> torch.Tensor:
+        batch = z.shape[0]
+        latent = rearrange(self.latent_in(z), "b d -> b 1 d") + self.latent_position
+        memory = torch.cat([latent, conditions.x], dim=1)
+        valid = torch.cat([conditions.mask.new_ones(batch, 1), conditions.mask], dim=1)
+        memory = self.encoder(memory, src_key_padding_mask=~valid)
+        queries = repeat(self.queries, "1 k d -> b k d", b=batch)
+        return self.decoder(queries, memory, memory_key_padding_mask=~valid)
+
+    def to_sites(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def from_sites(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
