@@ -1,0 +1,57 @@
+"""What every dataset provides.
+
+A *data source* (registered with `@register_dataset`) reads files and hands out splits. Each split
+is a `PairedDataset` whose samples are dicts: modality name -> tensor or string, the names the
+model config uses. Sample randomness (which caption phrasing, dynamic binarisation, ...) comes
+from a generator seeded by (seed, epoch, index), so a sample is a pure function of its key: runs
+are reproducible and resume exactly, whichever worker process builds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..config import DatasetConfig
+
+Split = Literal["train", "val", "test"]
+Sample = dict[str, Any]
+
+
+class PairedDataset(Dataset):
+    """Base of dataset splits. Subclasses implement `__len__` and `sample(index, rng)`."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def sample(self, index: int, rng: np.random.Generator) -> Sample:
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        """`dataset[i]` or `dataset[(epoch, i)]`: the epoch varies the sample's randomness."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        return self.sample(index, np.random.default_rng([self.seed, epoch, index]))
+
+
+class DataSource:
+    """Base of registered datasets: built from a config, hands out splits."""
+
+    Config: ClassVar[type[DatasetConfig]]
+
+    def __init__(self, config: DatasetConfig):
+        self.config = config
+
+    def split(self, name: Split) -> PairedDataset:
+        raise NotImplementedError
+
+    def statistics(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-feature mean and std of the named modalities over the training split (for models
+        that normalise inputs, like ACT). Sources without such features raise."""
+        raise NotImplementedError(f"{type(self).__name__} provides no normalisation statistics")
