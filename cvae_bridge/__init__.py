@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import likelihoods, modalities  # noqa: F401  (registers the built-in parts)
+from . import data, likelihoods, modalities  # noqa: F401  (registers the built-in parts)
 from .config import ModelConfig, TargetConfig, KLConfig, component, from_dict, to_dict
 from .model import ConditionalVAE
 from .modalities.base import Decoder, Encoder, Tokens

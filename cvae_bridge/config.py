@@ -111,6 +111,81 @@ class ModelConfig:
     deterministic: bool = False
 
 
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/mnist_text_to_image"
+    seed: int = 0
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 128  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights and exports it
+    num_workers: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000  # 0: only the final checkpoint
+    keep_checkpoints: int = 3
+    eval_every: int = 1000  # validation loss and sample grid; 0 turns it off
+    eval_batches: int = 10
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
+    trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    cpu: bool = False  # force the CPU even where a GPU is available
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"adam_betas must hold two numbers, got {self.adam_betas}")
+
+
+@dataclass
+class EvalConfig:
+    split: Literal["train", "val", "test"] = "test"
+    # Which metrics `cvae-bridge eval` computes (those that do not apply to a model are skipped
+    # with a note in the table): faithfulness, nll, fid, diversity.
+    metrics: list[Literal["faithfulness", "nll", "fid", "diversity"]] = field(
+        default_factory=lambda: ["faithfulness", "nll", "fid", "diversity"]
+    )
+    nll_samples: int = 1000  # K of the importance-weighted bound
+    nll_examples: int = 1000  # test examples it is averaged over
+    samples_per_prompt: int = 10  # generated images per held-out prompt (faithfulness, diversity)
+    fid_samples: int = 2000
+    fid_resolution: int = 112  # EfficientNet input size: distances compare only at equal sizes
+    temperature: float = 1.0
+    # Prompts of the sample grids written during training and by `eval` (one row each); empty:
+    # the conditions of the first examples of the evaluation split.
+    prompts: list[str] = field(default_factory=list)
+    grid_columns: int = 8
+    classifier_epochs: int = 3
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    data: DatasetConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Read a run config (YAML) or, without a path, the embedded default; then apply overrides."""
+    if path is None:
+        from .defaults import default_run_config
+
+        data, source = to_dict(default_run_config()), "default config"
+    else:
+        data, source = read_yaml(path), str(path)
+    return from_dict(RunConfig, apply_overrides(data, list(overrides)), path=source)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parsing.
 
@@ -135,7 +210,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(error))
         raise ConfigError("; ".join(errors))
     if origin is Literal:
-        if value not in args:
+        # `True == 1`: without the type check a boolean would pass for an integer choice.
+        if value not in args or not any(type(value) is type(a) for a in args):
             raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
         return value
     if origin in (list, tuple):

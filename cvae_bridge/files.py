@@ -26,7 +26,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     temporary.mkdir()
     try:
         yield temporary
-        for child in temporary.iterdir():
+        # Flush file contents before the rename makes them visible under the real name.
+        for child in temporary.rglob("*"):
             if child.is_file():
                 with open(child, "rb") as handle:
                     os.fsync(handle.fileno())

@@ -1,0 +1,47 @@
+"""Sample grids: one row per prompt (or per evaluation example), `grid_columns` samples each."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from ..config import EvalConfig
+from ..model import ConditionalVAE
+
+GRID_ROWS = 10
+
+
+def image_targets(model: ConditionalVAE) -> list[str]:
+    """Targets shaped like images (C, H, W)."""
+    return [n for n, d in model.decoders.items() if len(d.event_shape) == 3]
+
+
+def text_conditions(model: ConditionalVAE) -> list[str]:
+    return [n for n, e in model.condition_encoders.items() if e.registered_name == "text"]
+
+
+def grid_conditions(model: ConditionalVAE, config: EvalConfig, dataset: Dataset | None) -> dict | None:
+    """Conditions of the grid's rows: the configured prompts when the model's only condition is
+    text, else those of the first examples of `dataset`; None for an unconditional model."""
+    if not model.condition_encoders:
+        return None
+    texts = text_conditions(model)
+    if config.prompts and texts == list(model.condition_encoders):
+        return {texts[0]: list(config.prompts)}
+    if dataset is None:
+        raise ValueError("sample grid: this model's conditions are not text prompts, so examples of a dataset are needed")
+    examples = default_collate([dataset[i] for i in range(min(GRID_ROWS, len(dataset)))])
+    return {n: examples[n] for n in model.condition_encoders}
+
+
+@torch.no_grad()
+def grid_samples(model: ConditionalVAE, config: EvalConfig, dataset: Dataset | None) -> torch.Tensor | None:
+    """(rows * columns, C, H, W) samples of the model's first image target, or None if it has none."""
+    targets = image_targets(model)
+    if not targets:
+        return None
+    conditions = grid_conditions(model, config, dataset)
+    if conditions is not None:
+        conditions = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in conditions.items()}
+    columns = config.grid_columns if conditions is not None else config.grid_columns * GRID_ROWS
+    return model.sample(conditions, num_samples=columns, temperature=config.temperature)[targets[0]]

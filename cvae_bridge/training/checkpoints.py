@@ -1,0 +1,107 @@
+"""Training checkpoints: Accelerate's state (optimiser, scheduler, scaler, random states) plus
+our own model weights (safetensors, frozen pretrained parts left out), EMA weights and a JSON
+trainer state. Each checkpoint is written to a temporary folder and renamed into place, so a
+crash mid-write never leaves a broken `step_*` folder; only the last few are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+from ..hub import load_state_strict, saved_state
+
+STATE_NAME = "trainer_state.json"
+MODEL_NAME = "model.safetensors"
+EMA_NAME = "ema.safetensors"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoints_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / STATE_NAME).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def rng_fingerprint() -> str:
+    return hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
+
+
+def install_model_hooks(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Make Accelerate's save_state/load_state leave the model to us: we save it without frozen
+    pretrained parts and load it strictly."""
+
+    def save_hook(models: list, weights: list, output_dir: str) -> None:
+        if accelerator.is_main_process:
+            save_file(saved_state(accelerator.unwrap_model(model)), os.path.join(output_dir, MODEL_NAME))
+        weights.clear()
+
+    def load_hook(models: list, input_dir: str) -> None:
+        path = os.path.join(input_dir, MODEL_NAME)
+        load_state_strict(accelerator.unwrap_model(model), load_file(path), path)
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, state: dict[str, Any], ema: Any | None, keep: int) -> Path:
+    """Save a resumable checkpoint for `state["step"]` and delete all but the newest `keep`."""
+    root = checkpoints_root(output_dir)
+    final = root / f"step_{state['step']:08d}"
+    temporary = root / f".tmp-step_{state['step']:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary), safe_serialization=True)
+    fingerprints = gather_object([rng_fingerprint()])
+    if accelerator.is_main_process:
+        if ema is not None:
+            save_file(ema.state_dict(), str(temporary / EMA_NAME))
+        (temporary / STATE_NAME).write_text(json.dumps({**state, "rng": fingerprints}, indent=2))
+        if final.exists():  # the same step saved again (e.g. an interrupt right after a checkpoint)
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Accelerator, path: str | Path, ema: Any | None) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote; returns the trainer state (step, ...)."""
+    path = Path(path)
+    state_file = path / STATE_NAME
+    if not state_file.is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_NAME} is missing")
+    state = json.loads(state_file.read_text())
+    accelerator.load_state(str(path))
+    # Accelerate logs, rather than raises, when random states fail to load; exact resume needs them.
+    expected = state["rng"][accelerator.process_index] if accelerator.process_index < len(state["rng"]) else None
+    if rng_fingerprint() != expected:
+        raise CheckpointError(f"{path}: the random state of process {accelerator.process_index} was not restored (was the run started with a different number of processes?)")
+    if ema is not None:
+        ema_file = path / EMA_NAME
+        if not ema_file.is_file():
+            raise CheckpointError(f"{path}: train.ema_decay is set but the checkpoint has no {EMA_NAME}")
+        ema.load_state_dict(load_file(str(ema_file)))
+    return state

@@ -1,0 +1,308 @@
+"""The training loop, on Accelerate: CPU or GPU, one process or many (`accelerate launch`).
+
+    train(config)                 -> a run folder: config.yaml, checkpoints/, logs/, samples/,
+                                     log.jsonl, and model/ (save_pretrained) at the end
+    train(config, resume=True)    -> continues from the newest checkpoint, exactly
+
+Each optimiser step takes `grad_accum` micro-batches. Data order, dropout and latent noise are
+functions of the seed and the step, so a resumed run reaches the same weights as an
+uninterrupted one (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import RunConfig, to_dict, write_yaml
+from ..data import build_source
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..evaluation.pictures import save_image_grid
+from ..model import ConditionalVAE
+from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
+from .ema import EMA
+from .sampler import EpochBatchSampler
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_dir: Path | None  # None when the run was interrupted before the end
+    step: int
+    status: Literal["completed", "interrupted"]
+    metrics: dict[str, float]  # the last logged training figures
+
+
+def train(config: RunConfig, resume: bool = False) -> TrainResult:
+    """Train the model of `config` on its dataset; see the module docstring."""
+    return Trainer(config).fit(resume=resume)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Linear warm-up to 1, then constant or a cosine down to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    def __init__(self, config: RunConfig):
+        self.config = config
+        cfg = config.train
+        self.output_dir = Path(cfg.output_dir)
+        try:
+            self.accelerator = Accelerator(
+                mixed_precision=cfg.mixed_precision,
+                cpu=cfg.cpu,
+                log_with=list(cfg.trackers) or None,
+                project_dir=str(self.output_dir),
+                step_scheduler_with_optimizer=False,  # we step the schedule once per optimiser step
+            )
+        except ValueError as error:
+            raise ConfigError(f"train.mixed_precision={cfg.mixed_precision!r} on this machine: {error}") from error
+        set_seed(cfg.seed)
+
+        self.source = build_source(config.data)
+        self.train_set = self.source.split("train")
+        self.eval_set = self.source.split(config.eval.split) if cfg.eval_every else None
+
+        model = ConditionalVAE(config.model)
+        if model.normalizers:
+            stats = self.source.statistics(list(model.normalizers))
+            model.set_normalization({n: (torch.as_tensor(m), torch.as_tensor(s)) for n, (m, s) in stats.items()})
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule, cfg.min_lr_ratio)
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+        install_model_hooks(self.accelerator, self.model)
+
+        self.sampler = EpochBatchSampler(
+            len(self.train_set), cfg.batch_size, cfg.seed, self.accelerator.process_index, self.accelerator.num_processes
+        )
+        self.loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=cfg.num_workers,
+            persistent_workers=cfg.num_workers > 0,
+            pin_memory=self.accelerator.device.type == "cuda",
+            generator=torch.Generator(),  # keeps worker seeding off the global random stream
+        )
+        self._stop_signal: int | None = None
+
+    @property
+    def unwrapped(self) -> ConditionalVAE:
+        return self.accelerator.unwrap_model(self.model)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config.train
+        step = self._start(resume)
+        batches = self._batches(step * cfg.grad_accum)
+        bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress_bar and self.accelerator.is_main_process), dynamic_ncols=True)
+        sums: dict[str, float] = defaultdict(float)
+        metrics: dict[str, float] = {}
+        tick, seen = time.perf_counter(), 0
+        with self._signals():
+            while step < cfg.steps:
+                figures = self._step(next(batches) if cfg.grad_accum == 1 else [next(batches) for _ in range(cfg.grad_accum)], step)
+                step += 1
+                seen += cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes
+                for key, value in figures.items():
+                    sums[key] += value
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    elapsed = time.perf_counter() - tick
+                    count = step % cfg.log_every or cfg.log_every
+                    metrics = {k: float(v) / count for k, v in sums.items()}
+                    metrics.update(lr=self.scheduler.get_last_lr()[0], examples_per_s=seen / elapsed)
+                    self._log("train", step, metrics)
+                    bar.set_postfix(loss=f"{metrics['loss']:.2f}", kl=f"{metrics.get('kl', 0):.2f}", ex_s=f"{metrics['examples_per_s']:.0f}")
+                    sums.clear()
+                    tick, seen = time.perf_counter(), 0
+                if cfg.eval_every and step % cfg.eval_every == 0:
+                    self._evaluate(step)
+                stopping = self._agreed(self._stop_signal is not None)
+                if stopping or step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                    save_checkpoint(self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints)
+                if stopping:
+                    bar.close()
+                    self.accelerator.print(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
+                    self.accelerator.end_training()
+                    return TrainResult(self.output_dir, None, step, "interrupted", metrics)
+        bar.close()
+        model_dir = self._export()
+        self.accelerator.end_training()
+        return TrainResult(self.output_dir, model_dir, step, "completed", metrics)
+
+    def _start(self, resume: bool) -> int:
+        """Restore the newest checkpoint (resume) or start a fresh run folder; returns the step."""
+        checkpoints = list_checkpoints(self.output_dir)
+        step = 0
+        if resume and checkpoints:
+            step = load_checkpoint(self.accelerator, checkpoints[-1], self.ema)["step"]
+            self.accelerator.print(f"resuming from {checkpoints[-1]} (step {step})")
+        elif resume:
+            self.accelerator.print(f"--resume: no checkpoint in {self.output_dir / 'checkpoints'}, starting at step 0")
+        elif checkpoints:
+            raise CheckpointError(
+                f"{self.output_dir} already holds checkpoints (newest {checkpoints[-1].name}): pass --resume to "
+                f"continue it, or set train.output_dir to a new folder"
+            )
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_yaml(self.config, self.output_dir / "config.yaml")
+        hyperparameters = {k: str(v) if isinstance(v, (list, dict)) else v for k, v in _flatten(to_dict(self.config)).items()}
+        self.accelerator.init_trackers("logs", config=hyperparameters)
+        return step
+
+    def _batches(self, micro_step: int) -> Iterator[dict[str, Any]]:
+        """Micro-batches forever, starting at micro-batch `micro_step` of the run."""
+        epoch, batch = divmod(micro_step, self.sampler.batches_per_epoch)
+        while True:
+            self.sampler.set_position(epoch, batch)
+            for item in self.loader:
+                yield send_to_device(item, self.accelerator.device)
+            epoch, batch = epoch + 1, 0
+
+    def _step(self, micro_batches: dict | list[dict], step: int) -> dict[str, float]:
+        """One optimiser step over one or more micro-batches; returns the averaged loss parts."""
+        cfg = self.config.train
+        micro_batches = micro_batches if isinstance(micro_batches, list) else [micro_batches]
+        self.model.train()
+        totals: dict[str, torch.Tensor] = {}
+        finite = True
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            # Gradients are all-reduced only on the last micro-batch of an optimiser step.
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                out = self.model(batch, step=step)
+                loss = out["loss"] / len(micro_batches)
+                if not self._agreed(not bool(torch.isfinite(loss))):
+                    self.accelerator.backward(loss)
+                else:
+                    finite = False
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + value.detach().float() / len(micro_batches)
+        figures = {k: v.item() for k, v in totals.items()}
+        if finite and cfg.max_grad_norm > 0:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            figures["grad_norm"] = float(norm)
+            # Under fp16 an overflow is routine: the grad scaler skips that step by itself.
+            finite = math.isfinite(figures["grad_norm"]) or cfg.mixed_precision == "fp16"
+        if not finite:
+            self._nonfinite(step, figures)
+        else:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.unwrapped)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return figures
+
+    def _nonfinite(self, step: int, figures: dict[str, float]) -> None:
+        detail = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
+        checkpoints = list_checkpoints(self.output_dir)
+        last = checkpoints[-1] if checkpoints else "none yet"
+        message = f"step {step + 1}: non-finite loss or gradient ({detail}); last good checkpoint: {last}"
+        if self.config.train.on_nonfinite == "stop":
+            raise NonFiniteLossError(message + ". Lower train.lr, or set train.on_nonfinite: skip")
+        self.accelerator.print(f"skipping {message}")
+
+    def _agreed(self, flag: bool) -> bool:
+        """True when any process raises `flag` (all processes must take the same branch)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor(float(flag), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, "sum") > 0)
+
+    # -- logging, evaluation, export --------------------------------------------------------------
+
+    def _log(self, split: str, step: int, metrics: dict[str, float]) -> None:
+        self.accelerator.log({f"{split}/{k}": v for k, v in metrics.items()}, step=step)
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / "log.jsonl", "a") as log:
+                log.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+
+    def _evaluate(self, step: int) -> None:
+        """Validation loss on the first batches of the evaluation split, and a sample grid.
+        Runs on the main process with its own random stream, so it never changes training."""
+        if self.accelerator.is_main_process:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(self.config.train.seed)
+                model = self.unwrapped.eval()
+                loader = DataLoader(self.eval_set, batch_size=self.config.train.batch_size)
+                sums: dict[str, float] = defaultdict(float)
+                count = 0
+                for batch, _ in zip(loader, range(self.config.train.eval_batches)):
+                    for key, value in model(send_to_device(batch, self.accelerator.device)).items():
+                        sums[key] += value.item()
+                    count += 1
+                self._log("val", step, {k: v / count for k, v in sums.items()})
+                self._write_samples(model, self.output_dir / "samples" / f"step_{step:08d}.png")
+        self.accelerator.wait_for_everyone()
+
+    def _write_samples(self, model: ConditionalVAE, path: Path) -> None:
+        from ..evaluation.samples import grid_samples
+
+        images = grid_samples(model, self.config.eval, self.eval_set)
+        if images is not None:
+            save_image_grid(images, path, self.config.eval.grid_columns)
+
+    def _export(self) -> Path:
+        """save_pretrained into output_dir/model (EMA weights if enabled) with the run config."""
+        model_dir = self.output_dir / "model"
+        if self.accelerator.is_main_process:
+            model = self.unwrapped
+            if self.ema is not None:
+                model = copy.deepcopy(model)
+                self.ema.copy_to(model)
+            model.save_pretrained(model_dir, extra={"run": to_dict(self.config)})
+        self.accelerator.wait_for_everyone()
+        return model_dir
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step."""
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
