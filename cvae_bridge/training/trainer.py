@@ -24,6 +24,7 @@ from typing import Any, Iterator, Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -67,17 +68,23 @@ class Trainer:
         self.config = config
         cfg = config.train
         self.output_dir = Path(cfg.output_dir)
+        # Accelerate keeps one global state per process; forget the previous run's precision
+        # settings (the process group stays) so that train() can be called again, e.g. in a notebook.
+        AcceleratorState._reset_state(reset_partial_state=False)
         try:
             self.accelerator = Accelerator(
                 mixed_precision=cfg.mixed_precision,
-                cpu=cfg.cpu,
+                # Without a GPU, Accelerate must be told so to form a CPU process group (gloo)
+                # under `accelerate launch --multi_gpu --num_processes N`.
+                cpu=cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available()),
                 log_with=list(cfg.trackers) or None,
                 project_dir=str(self.output_dir),
                 step_scheduler_with_optimizer=False,  # we step the schedule once per optimiser step
             )
         except ValueError as error:
             raise ConfigError(f"train.mixed_precision={cfg.mixed_precision!r} on this machine: {error}") from error
-        set_seed(cfg.seed)
+        # Each process draws its own latent noise and dropout; DDP copies rank 0's initial weights.
+        set_seed(cfg.seed, device_specific=True)
 
         self.source = build_source(config.data)
         self.train_set = self.source.split("train")

@@ -1,0 +1,113 @@
+"""`cvae-bridge` commands. Each is a thin shell over a plain function that tests call directly."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_run_config
+    from .training import train
+
+    from accelerate import PartialState
+
+    result = train(load_run_config(args.config, args.set), resume=args.resume)
+    state = PartialState()
+    # Tear the process group down before exit: gloo's threads abort the process otherwise.
+    state.destroy_process_group()
+    if not state.is_main_process:
+        return 0
+    if result.status == "interrupted":
+        print(f"interrupted at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}")
+        return 128 + signal.SIGINT
+    print(f"model saved to {result.model_dir}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .pipelines import TextToImagePipeline
+
+    pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
+    path = pipe.save_grid(args.prompt, args.out, num_images_per_prompt=args.num, temperature=args.temperature, seed=args.seed)
+    print(f"wrote {path} ({len(args.prompt)} prompts x {args.num} images)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    out = args.out or Path(args.model).parent / "eval"
+    metrics = evaluate(args.model, out, overrides=args.set, device=args.device)
+    print(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'metrics.md'}")
+    for key, value in metrics.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .registry import REGISTRIES
+
+    for kind, registry in REGISTRIES.items():
+        print(f"{kind}s:")
+        for name in registry.names():
+            cls = registry.get(name)
+            print(f"  {name:<20} {cls.__module__}.{cls.__qualname__}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import load_run_config, to_dict
+
+    print(yaml.safe_dump(to_dict(load_run_config(args.config, args.set)), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvae-bridge", description="Multimodal conditional VAEs: train, generate, evaluate.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    overrides = argparse.ArgumentParser(add_help=False)
+    overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500 (repeatable)")
+
+    train = commands.add_parser("train", parents=[overrides], help="train a model (no CONFIG: text-to-image on MNIST)")
+    train.add_argument("config", nargs="?", help="a run config YAML (see configs/)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
+    train.set_defaults(run=_train)
+
+    generate = commands.add_parser("generate", help="write a grid of images generated from prompts")
+    generate.add_argument("--model", required=True, help="a model folder (save_pretrained)")
+    generate.add_argument("--prompt", action="append", required=True, help="a text prompt (repeatable: one grid row each)")
+    generate.add_argument("--out", default="grid.png", help="PNG file to write")
+    generate.add_argument("--num", type=int, default=8, help="images per prompt")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--device", default="cpu")
+    generate.set_defaults(run=_generate)
+
+    evaluate = commands.add_parser("eval", parents=[overrides], help="evaluate a model folder: metrics.json, metrics.md and pictures")
+    evaluate.add_argument("--model", required=True, help="a model folder written by training")
+    evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=_eval)
+
+    listing = commands.add_parser("list", help="list registered components, plugins included")
+    listing.set_defaults(run=_list)
+
+    config = commands.add_parser("config", parents=[overrides], help="print a run config with defaults filled in")
+    config.add_argument("config", nargs="?")
+    config.set_defaults(run=_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
