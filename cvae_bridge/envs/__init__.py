@@ -1,0 +1,270 @@
+"""Simulated robot benchmarks with scripted experts, behind one small interface.
+
+Suites and tasks:
+    "metaworld": the 10 Meta-World MT10 tasks (metaworld 3.1.1), experts from `metaworld.policies`.
+    "aloha":     ALOHA sim "transfer_cube" and "insertion" (gym-aloha 0.1.5 assets), experts
+                 following ACT's recipe (scripted end-effector trajectory, replayed in joint space).
+
+    make_env(suite, task, seed, render=False)             -> RobotEnv
+    scripted_episodes(suite, task, num_episodes, seed)    -> list[Episode]  (episode i uses seed + i)
+    list_tasks(suite), instructions(suite, task, split)   -> task names, instruction phrasings
+
+Observations are dicts keyed by LeRobot feature names: "observation.state" (float32),
+"observation.environment_state" (float32 object poses, ALOHA only) and, with render=True,
+"observation.images.top" (uint8 IMAGE_SIZE + (3,); ALOHA's "top" camera, Meta-World's "corner2"). The same (suite, task, seed) always gives the same
+initial state, and the same actions then give the same trajectory.
+
+This module imports no simulator: mujoco, metaworld and gym_aloha are imported by the suite
+modules (`metaworld.py`, `aloha.py`) when an environment is first built.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+
+STATE = "observation.state"
+ENV_STATE = "observation.environment_state"
+IMAGE = "observation.images.top"
+IMAGE_SIZE = (240, 320)  # (H, W): half of ACT's 480x640, so that episodes with images stay small
+
+SPLITS = ("train", "heldout", "all")
+_PIP = {"metaworld": "pip install metaworld==3.1.1", "aloha": "pip install gym-aloha==0.1.5 mujoco==3.3.0"}
+
+# Instruction phrasings per task: (train, heldout). Held-out phrasings are for evaluation only,
+# never shown in training.
+_INSTRUCTIONS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "metaworld": {
+        "reach-v3": (
+            ("reach to the goal position", "move the gripper to the target location",
+             "reach the target point with the gripper", "move the end effector to the goal"),
+            ("bring the robot hand to the marked goal", "extend the arm until the gripper is at the target"),
+        ),
+        "push-v3": (
+            ("push the puck to the goal", "slide the puck to the target location",
+             "push the red puck to the goal position", "move the puck to the target by pushing it"),
+            ("shove the puck over to the goal spot", "nudge the puck along the table until it reaches the target"),
+        ),
+        "pick-place-v3": (
+            ("pick up the puck and place it at the goal", "grasp the puck and put it on the target",
+             "pick the puck up and move it to the goal position", "lift the puck and place it at the target location"),
+            ("take the puck and set it down at the goal", "grab the puck and carry it to the target"),
+        ),
+        "door-open-v3": (
+            ("open the door", "pull the door open", "swing the door open by its handle", "open the door on its hinge"),
+            ("grab the door handle and open the door", "swing the door outward until it is open"),
+        ),
+        "drawer-open-v3": (
+            ("open the drawer", "pull the drawer open", "pull the drawer out by its handle", "slide the drawer open"),
+            ("grab the drawer handle and pull it out", "draw the drawer out towards the robot"),
+        ),
+        "drawer-close-v3": (
+            ("close the drawer", "push the drawer closed", "slide the drawer shut", "push the drawer back in"),
+            ("shut the open drawer", "press on the drawer until it is closed"),
+        ),
+        "button-press-topdown-v3": (
+            ("press the button from the top", "push the button down", "press down on the button",
+             "push the button from above"),
+            ("hit the button with a downward press", "lower the gripper onto the button and press it"),
+        ),
+        "peg-insert-side-v3": (
+            ("insert the peg into the hole from the side", "pick up the peg and insert it sideways into the hole",
+             "put the peg into the side hole", "grasp the peg and push it into the hole"),
+            ("slide the peg into the opening on the box", "fit the peg into the hole in the side of the block"),
+        ),
+        "window-open-v3": (
+            ("open the window", "slide the window open", "push the window sideways to open it",
+             "slide the window to the open position"),
+            ("move the window pane so that the window is open", "slide the sliding window open"),
+        ),
+        "window-close-v3": (
+            ("close the window", "slide the window shut", "push the window sideways to close it",
+             "slide the window to the closed position"),
+            ("move the window pane so that the window is closed", "slide the sliding window closed"),
+        ),
+    },
+    "aloha": {
+        "transfer_cube": (
+            ("transfer the cube to the other arm",
+             "pick up the red cube with the right arm and hand it to the left arm",
+             "hand the cube over from the right gripper to the left gripper",
+             "pass the red cube from one arm to the other"),
+            ("lift the cube and give it to the left arm", "grasp the block with one arm and transfer it to the other"),
+        ),
+        "insertion": (
+            ("insert the peg into the socket", "pick up the peg and the socket and insert the peg",
+             "grab the red peg and the blue socket and put the peg inside",
+             "lift both parts and insert the peg into the socket in mid-air"),
+            ("put the peg into the socket", "bring the peg and the socket together and slide the peg in"),
+        ),
+    },
+}
+
+
+class RenderError(RuntimeError):
+    """Offscreen rendering (MUJOCO_GL=egl or osmesa) is unavailable on this machine."""
+
+
+@dataclass
+class Episode:
+    """One recorded episode. `frames[k][t]` is the observation before `action[t]` was applied."""
+
+    frames: dict[str, np.ndarray]  # observation key -> (T, ...) array
+    action: np.ndarray  # (T, action_dim) float32, the action applied at each step
+    instruction: str  # a training phrasing, drawn with the episode's seed
+    task: str
+    success: bool
+    seed: int
+    fps: int
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+
+class RobotEnv(abc.ABC):
+    """A simulated task. `reset()` starts an episode from the state fixed by the seed; it ends
+    (`done`) at the first success or after `max_steps` steps. Stepping on after a success is
+    allowed up to `max_steps` (scripted demonstrations record their full trajectory)."""
+
+    max_steps: int
+    action_dim: int
+    fps: int
+
+    def __init__(self, task: str, seed: int, render: bool):
+        self.task = task
+        self.seed = seed
+        self.render = render
+        self._steps: int | None = None  # None until the first reset
+        self._success = False
+
+    @property
+    def steps(self) -> int:
+        """Steps taken in the current episode."""
+        return self._steps or 0
+
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Start an episode; `seed` replaces the env's seed (the same seed gives the same initial state)."""
+        if seed is not None:
+            self.seed = _check_seed(seed)
+        self._reset_sim(self.seed)
+        self._steps, self._success = 0, False
+        return self._observe()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool, bool]:
+        """Apply one action; returns (observation, success so far in this episode, done)."""
+        if self._steps is None:
+            raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
+        if self._steps >= self.max_steps:
+            raise RuntimeError(f"{type(self).__name__}: the episode already took max_steps={self.max_steps} steps; call reset()")
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (self.action_dim,) or not np.isfinite(action).all():
+            raise InputError(
+                f"{type(self).__name__} ({self.task}): expected a finite action of shape ({self.action_dim},), "
+                f"got shape {action.shape}{'' if np.isfinite(action).all() else ' with NaN/inf values'}"
+            )
+        self._success |= self._apply(action)
+        self._steps += 1
+        return self._observe(), self._success, self._success or self._steps >= self.max_steps
+
+    def close(self) -> None:
+        """Release the renderer, if any."""
+
+    @abc.abstractmethod
+    def _reset_sim(self, seed: int) -> None:
+        """Put the simulator in the initial state of `seed`."""
+
+    @abc.abstractmethod
+    def _apply(self, action: np.ndarray) -> bool:
+        """Advance one control step with `action`; whether the task is solved now."""
+
+    @abc.abstractmethod
+    def _observe(self) -> dict[str, np.ndarray]:
+        """The current observation dict."""
+
+
+def list_tasks(suite: str) -> list[str]:
+    """The task names of a suite, e.g. list_tasks("metaworld")[0] == "reach-v3"."""
+    if suite not in _INSTRUCTIONS:
+        raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(_INSTRUCTIONS)}")
+    return list(_INSTRUCTIONS[suite])
+
+
+def instructions(suite: str, task: str, split: str = "train") -> list[str]:
+    """Instruction phrasings of a task: "train", "heldout" (evaluation only) or "all"."""
+    _check_task(suite, task)
+    train, heldout = _INSTRUCTIONS[suite][task]
+    if split not in SPLITS:
+        raise ConfigError(f"unknown instruction split {split!r}; expected one of {list(SPLITS)}")
+    return list({"train": train, "heldout": heldout, "all": train + heldout}[split])
+
+
+def draw_instruction(suite: str, task: str, seed: int) -> str:
+    """The training phrasing that the episode with this seed gets."""
+    phrasings = instructions(suite, task, "train")
+    return phrasings[int(np.random.default_rng(seed).integers(len(phrasings)))]
+
+
+def make_env(suite: str, task: str, seed: int, *, render: bool = False) -> RobotEnv:
+    """Build the environment of a task, seeded; call `reset()` to start an episode."""
+    _check_task(suite, task)
+    seed = _check_seed(seed)  # before the simulator import, so that argument errors come first
+    return _backend(suite).make_env(task, seed, render=render)
+
+
+def scripted_episodes(suite: str, task: str, num_episodes: int, seed: int, *, render: bool = False) -> list[Episode]:
+    """Episodes of the task's scripted expert, episode i from seed + i, failures included
+    (`Episode.success` tells them apart)."""
+    _check_task(suite, task)
+    if not isinstance(num_episodes, (int, np.integer)) or isinstance(num_episodes, bool) or num_episodes < 0:
+        raise ConfigError(f"num_episodes must be a non-negative int, got {num_episodes!r}")
+    seeds = [_check_seed(seed) + i for i in range(num_episodes)]
+    return _backend(suite).scripted_episodes(task, seeds, render=render)
+
+
+def stack_frames(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A list of observation dicts -> one dict of arrays stacked over time."""
+    return {key: np.stack([frame[key] for frame in frames]) for key in frames[0]}
+
+
+def make_renderer(model):
+    """An offscreen `mujoco.Renderer` of IMAGE_SIZE for `model`, or a RenderError saying why not."""
+    import mujoco  # only the suite modules get here, with mujoco installed
+
+    try:
+        return mujoco.Renderer(model, *IMAGE_SIZE)
+    except Exception as error:  # the GL backends raise assorted types (AttributeError, FatalError, ...)
+        raise RenderError(
+            f"offscreen rendering failed ({type(error).__name__}: {error}); MUJOCO_GL must be 'egl' (libEGL) or "
+            f"'osmesa' (libOSMesa) and be set before mujoco is first imported"
+        ) from error
+
+
+def _check_task(suite: str, task: str) -> str:
+    tasks = list_tasks(suite)
+    if task not in tasks:
+        raise ConfigError(f"unknown {suite} task {task!r}; expected one of {tasks}")
+    return task
+
+
+def _check_seed(seed: int) -> int:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+def _backend(suite: str):
+    """The suite's module, imported on first use so that this package needs no simulator."""
+    try:
+        return importlib.import_module(f"{__name__}.{suite}")
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.startswith(__name__):
+            raise
+        raise ImportError(
+            f"the {suite!r} environments need the package {error.name.split('.')[0]!r}, which is not installed; "
+            f"install it with: {_PIP[suite]}"
+        ) from error
