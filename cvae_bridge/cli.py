@@ -63,7 +63,7 @@ def _config(args: argparse.Namespace) -> int:
 
     from .config import load_run_config, to_dict
 
-    print(yaml.safe_dump(to_dict(load_run_config(args.config, args.set)), sort_keys=False), end="")
+    print(yaml.safe_dump(to_dict(load_run_config(args.config, args.set)), sort_keys=False, default_flow_style=None), end="")
     return 0
 
 

@@ -320,4 +320,4 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def write_yaml(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None))

