@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,10 +81,10 @@ def test_a_broken_plugin_names_itself(monkeypatch):
 def test_installed_plugin_package_trains_a_model(tmp_path):
     """pip-installs tools/plugin_template into its own folder and, in a fresh interpreter that
     sees it, lists its parts and trains a model on its modality and dataset with the CLI."""
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "plugin"
+    shutil.copytree(ROOT / "tools" / "plugin_template", source)  # the build writes beside the sources
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(ROOT / "tools" / "plugin_template")],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
