@@ -84,6 +84,20 @@ class KLConfig:
 
 
 @dataclass
+class SharpenConfig:
+    perceptual_weight: float = 0.0  # per example, beside a reconstruction term in nats
+    perceptual_resolution: int = 64  # images are resized to this for the feature network
+    perceptual_blocks: list[int] = field(default_factory=lambda: [0, 2, 4])  # EfficientNet-Lite0 blocks compared
+    adversarial_weight: float = 0.0
+    discriminator_widths: list[int] = field(default_factory=lambda: [64, 128])
+    start_step: int = 0  # optimiser step from which both terms count
+
+    @property
+    def enabled(self) -> bool:
+        return self.perceptual_weight > 0 or self.adversarial_weight > 0
+
+
+@dataclass
 class TargetConfig:
     encoder: EncoderConfig
     decoder: DecoderConfig
@@ -93,6 +107,8 @@ class TargetConfig:
     # nats), or "mean" over them (ACT's L1 convention, which its KL weight of 10 assumes).
     # Reported reconstruction terms are always sums, in nats.
     reduction: Literal["sum", "mean"] = "sum"
+    # Perceptual and adversarial terms for image targets (cvae_bridge/sharpen.py); off by default.
+    sharpen: SharpenConfig = field(default_factory=lambda: SharpenConfig())
 
 
 @dataclass

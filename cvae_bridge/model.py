@@ -29,6 +29,7 @@ from .hub import load_pretrained, save_pretrained
 from .latent import gaussian_kl, gaussian_log_prob, reparameterize
 from .modalities.base import Tokens
 from .registry import DECODERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
+from .sharpen import Sharpener
 
 Batch = dict[str, Any]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -81,6 +82,12 @@ class ConditionalVAE(nn.Module):
                 n: LIKELIHOODS.get(t.likelihood.type)(t.likelihood, dec.out_features, dec.sites, dec.channels)
                 for (n, t), dec in zip(config.targets.items(), self.decoders.values())
             }
+        )
+        for name, target in config.targets.items():
+            if target.sharpen.enabled and len(self.decoders[name].event_shape) != 3:
+                raise ConfigError(f"model.targets.{name}.sharpen: perceptual and adversarial terms need an image target (C, H, W), not {self.decoders[name].event_shape}")
+        self.sharpeners = nn.ModuleDict(
+            {n: Sharpener(t.sharpen, self.decoders[n].channels) for n, t in config.targets.items() if t.sharpen.enabled}
         )
         # A learned embedding per modality tells the attention layers which tokens came from where.
         self.type_embeddings = nn.ParameterDict(
@@ -141,6 +148,8 @@ class ConditionalVAE(nn.Module):
         for group in ("condition_encoders", "target_encoders"):
             for modality, encoder in getattr(self, group).items():
                 names += [f"{group}.{modality}.{sub}" for sub in encoder.external_modules()]
+        for target, sharpener in self.sharpeners.items():
+            names += [f"sharpeners.{target}.{sub}" for sub in sharpener.external_modules()]
         return names
 
     def check_batch(self, batch: Batch, targets: bool = True) -> int:
@@ -235,7 +244,8 @@ class ConditionalVAE(nn.Module):
         conditions = self.encode_conditions(batch)
         mu_q, logvar_q = self._posterior(batch, conditions)
         z = mu_q if self.config.deterministic else reparameterize(mu_q, logvar_q)
-        log_probs = self._target_log_probs(self._decode(z, self._condition_sequence(conditions, size)), batch)
+        params = self._decode(z, self._condition_sequence(conditions, size))
+        log_probs = self._target_log_probs(params, batch)
 
         out: dict[str, torch.Tensor] = {}
         loss = z.new_zeros(())
@@ -246,6 +256,12 @@ class ConditionalVAE(nn.Module):
             per_element = rec / self._elements(name, batch) if target.reduction == "mean" else rec
             loss = loss + target.weight * per_element
         nelbo = sum(out[f"rec_{n}"] for n in log_probs)
+        if step is not None:  # sharpening terms are training losses only
+            for name, sharpener in self.sharpeners.items():
+                x_hat = self.decoders[name].from_sites(self.heads[name].mean(params[name]))
+                terms = sharpener(batch[name], x_hat, step)
+                loss = loss + terms.pop("loss")
+                out.update({f"{term}_{name}": value.detach() for term, value in terms.items()})
         if not self.config.deterministic:
             mu_p, logvar_p = self._prior(conditions, size)
             kl_dims = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)  # (L,), batch-averaged
