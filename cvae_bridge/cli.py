@@ -21,8 +21,9 @@ def _train(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
     if result.status == "interrupted":
-        print(f"interrupted at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}")
-        return 128 + signal.SIGINT
+        name = signal.Signals(result.stop_signal).name
+        print(f"interrupted by {name} at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}")
+        return 128 + result.stop_signal  # the shell's convention for death by that signal
     print(f"model saved to {result.model_dir}")
     return 0
 

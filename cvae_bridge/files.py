@@ -21,6 +21,9 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    restore_retired(path)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tag = uuid.uuid4().hex[:8]
     temporary = path.with_name(f".{path.name}.tmp-{tag}")
     temporary.mkdir()
@@ -42,6 +45,17 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def restore_retired(path: str | Path) -> None:
+    """Put back a folder that `atomic_directory` had moved aside when a crash struck between
+    its two renames (the old folder is complete; the new one never arrived)."""
+    path = Path(path)
+    if path.exists():
+        return
+    retired = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if retired:
+        os.replace(retired[-1], path)
 
 
 def confined_path(root: str | Path, relative: str, what: str) -> Path:

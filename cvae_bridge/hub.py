@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, from_dict, to_dict
 from .errors import CheckpointError, ConfigError
-from .files import atomic_directory
+from .files import atomic_directory, restore_retired
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -43,6 +43,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path, extra: dict[s
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
+    restore_retired(directory)
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
@@ -50,6 +51,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object with format_version and model, got {type(config).__name__}")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
@@ -82,14 +85,18 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     expected = saved_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k}: saved {tuple(state[k].shape)}, model {tuple(expected[k].shape)}" for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
+    mismatched = [
+        f"{k}: saved {state[k].dtype} {tuple(state[k].shape)}, model {expected[k].dtype} {tuple(expected[k].shape)}"
+        for k in sorted(expected.keys() & state.keys())
+        if state[k].shape != expected[k].shape or state[k].dtype != expected[k].dtype
+    ]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} tensor(s), e.g. {missing[:5]}")
     if unexpected:
         problems.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:5]}")
     if mismatched:
-        problems.append(f"shape mismatch: {mismatched[:5]}")
+        problems.append(f"shape or dtype mismatch: {mismatched[:5]}")
     if problems:
         raise CheckpointError(f"{source} does not match the model built from its config: " + "; ".join(problems))
     model.load_state_dict(state, strict=False)

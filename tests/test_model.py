@@ -109,7 +109,7 @@ def test_load_is_strict(tmp_path):
     config = json.loads(config_path.read_text())
     config["model"]["targets"]["image"]["decoder"]["hidden"] = [16]
     config_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="shape mismatch"):
+    with pytest.raises(CheckpointError, match="shape or dtype mismatch"):
         ConditionalVAE.from_pretrained(tmp_path / "m")
     config["model"]["latent_dim"] = "four"
     config_path.write_text(json.dumps(config))

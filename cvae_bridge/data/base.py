@@ -9,12 +9,13 @@ are reproducible and resume exactly, whichever worker process builds it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..config import DatasetConfig
+from ..errors import InputError
 
 Split = Literal["train", "val", "test"]
 Sample = dict[str, Any]
@@ -55,3 +56,27 @@ class DataSource:
         """Per-feature mean and std of the named modalities over the training split (for models
         that normalise inputs, like ACT). Sources without such features raise."""
         raise NotImplementedError(f"{type(self).__name__} provides no normalisation statistics")
+
+
+def collate(samples: Sequence[Sample], where: str) -> dict[str, Any]:
+    """Samples -> a batch, like the DataLoader's default, but a sample whose keys, shapes or types
+    differ from the others raises InputError naming `where`, the key and the sample."""
+    if not samples:
+        raise InputError(f"{where}: no samples to make a batch of")
+    keys = sorted(samples[0])
+    for i, sample in enumerate(samples):
+        if sorted(sample) != keys:
+            raise InputError(f"{where}: sample {i} has keys {sorted(sample)}, sample 0 has {keys}")
+    batch = {}
+    for key in keys:
+        try:
+            batch[key] = default_collate([sample[key] for sample in samples])
+        except (RuntimeError, TypeError) as error:
+            kinds = sorted({_kind(sample[key]) for sample in samples})
+            raise InputError(f"{where}: {key!r} differs between samples ({', '.join(kinds)}); every sample needs the same shape and type: {error}") from None
+    return batch
+
+
+def _kind(value: Any) -> str:
+    """'Tensor (1, 8, 8)', 'str', ...: what a sample holds under a key, for error messages."""
+    return f"{type(value).__name__} {tuple(value.shape)}" if hasattr(value, "shape") else type(value).__name__

@@ -37,7 +37,7 @@ class ActionEncoder(Encoder):
         self.embed = nn.Linear(config.dim, d_model)
 
     def check(self, value: Any, name: str) -> None:
-        check_tensor(value, name, ndim=3, trailing=(self.config.chunk_size, self.config.dim))
+        check_tensor(value, name, ndim=3, trailing=(self.config.chunk_size, self.config.dim), dtype=self.dtype)
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
         batch, steps, _ = value.shape

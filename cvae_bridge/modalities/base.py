@@ -33,12 +33,17 @@ class Tokens(NamedTuple):
         return Tokens(torch.cat([p.x for p in parts], dim=1), torch.cat([p.mask for p in parts], dim=1))
 
 
-def check_tensor(value: Any, name: str, *, ndim: int | None = None, trailing: tuple[int | None, ...] = (), floating: bool = True) -> None:
-    """Raise InputError unless `value` is a finite tensor of the expected rank and trailing sizes."""
+def check_tensor(
+    value: Any, name: str, *, ndim: int | None = None, trailing: tuple[int | None, ...] = (), floating: bool = True, dtype: torch.dtype | None = None
+) -> None:
+    """Raise InputError unless `value` is a finite tensor of the expected rank and trailing sizes
+    with at least one example; `dtype`: the floating-point type it must have (the weights')."""
     if not isinstance(value, torch.Tensor):
         raise InputError(f"batch[{name!r}]: expected a torch.Tensor, got {type(value).__name__}")
     if ndim is not None and value.ndim != ndim:
         raise InputError(f"batch[{name!r}]: expected {ndim} dimensions (batch first), got shape {tuple(value.shape)}")
+    if value.ndim == 0 or value.shape[0] == 0:
+        raise InputError(f"batch[{name!r}]: expected at least one example (batch first), got shape {tuple(value.shape)}")
     actual = tuple(value.shape[value.ndim - len(trailing):]) if trailing else ()
     if any(want is not None and want != got for want, got in zip(trailing, actual)):
         expected = "x".join("*" if t is None else str(t) for t in trailing)
@@ -46,6 +51,9 @@ def check_tensor(value: Any, name: str, *, ndim: int | None = None, trailing: tu
     if floating:
         if not value.is_floating_point():
             raise InputError(f"batch[{name!r}]: expected a floating-point tensor, got {value.dtype}")
+        # Layers fail on a float64 input (numpy's default) with a message that names no key.
+        if dtype is not None and value.dtype != dtype:
+            raise InputError(f"batch[{name!r}]: expected {dtype} like the model's weights, got {value.dtype}; convert it with .to({dtype})")
         if not torch.isfinite(value).all():
             raise InputError(f"batch[{name!r}]: contains NaN or infinite values")
 
@@ -62,6 +70,11 @@ class Encoder(nn.Module):
 
     def check(self, value: Any, name: str) -> None:
         """Raise InputError naming `name` if `value` is not a valid batch of this modality."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the weights, which tensor inputs must share."""
+        return next(self.parameters()).dtype
 
     def batch_size(self, value: Any) -> int:
         return len(value)

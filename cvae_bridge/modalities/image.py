@@ -92,7 +92,7 @@ class ImageEncoder(Encoder):
             self.out = nn.Sequential(nn.Linear(previous * h * w, d_model), nn.SiLU())
 
     def check(self, value: Any, name: str) -> None:
-        check_tensor(value, name, ndim=4, trailing=(self.config.channels, *(self.config.size or (None, None))))
+        check_tensor(value, name, ndim=4, trailing=(self.config.channels, *(self.config.size or (None, None))), dtype=self.dtype)
         if value.min() < 0 or value.max() > 1:
             raise InputError(f"batch[{name!r}]: expected image values in [0, 1], got {value.min().item():.4g}..{value.max().item():.4g}")
 

@@ -131,14 +131,16 @@ def _cached_snapshot(repo_id: str) -> str | None:
 
 def load_backbone(name: str) -> tuple[Any, nn.Module]:
     """(tokenizer, model) from local files only; a missing asset raises ConfigError saying how to get it."""
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer  # deferred: importing transformers takes seconds
 
     path = resolve_model(name)
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **options)
-        model = AutoModel.from_pretrained(path, dtype=torch.float32, **options)
-    except (OSError, ValueError) as error:
+        # safetensors only: a pytorch_model.bin is a pickle, which is never loaded.
+        model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **options)
+    except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt weights file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"text encoder model: cannot load {name!r} from {path}: {reason}. {_install_hint()}") from None
     if getattr(model, "pooler", None) is not None:

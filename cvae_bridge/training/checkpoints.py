@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
@@ -78,9 +79,12 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, state: dic
         if ema is not None:
             save_file(ema.state_dict(), str(temporary / EMA_NAME))
         (temporary / STATE_NAME).write_text(json.dumps({**state, "rng": fingerprints}, indent=2))
-        if final.exists():  # the same step saved again (e.g. an interrupt right after a checkpoint)
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        if final.exists():
+            # The same step again (a signal right after a scheduled checkpoint): nothing changed
+            # since, so the checkpoint in place stays and nothing is ever deleted first.
+            shutil.rmtree(temporary)
+        else:
+            os.replace(temporary, final)
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -93,8 +97,12 @@ def load_checkpoint(accelerator: Accelerator, path: str | Path, ema: Any | None)
     state_file = path / STATE_NAME
     if not state_file.is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_NAME} is missing")
-    state = json.loads(state_file.read_text())
-    accelerator.load_state(str(path))
+    try:
+        state = json.loads(state_file.read_text())
+        accelerator.load_state(str(path))
+    except (OSError, ValueError, RuntimeError, EOFError, torch.serialization.pickle.UnpicklingError, SafetensorError) as error:
+        # Truncated or missing files: say which checkpoint, so the user can fall back to an older one.
+        raise CheckpointError(f"{path} is unreadable ({type(error).__name__}: {error}); delete it to resume from the previous checkpoint") from error
     # Accelerate logs, rather than raises, when random states fail to load; exact resume needs them.
     expected = state["rng"][accelerator.process_index] if accelerator.process_index < len(state["rng"]) else None
     if rng_fingerprint() != expected:

@@ -26,12 +26,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import send_to_device, set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict, write_yaml
 from ..data import build_source
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..data.base import collate
+from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..evaluation.pictures import save_image_grid
 from ..model import ConditionalVAE
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
@@ -46,11 +47,23 @@ class TrainResult:
     step: int
     status: Literal["completed", "interrupted"]
     metrics: dict[str, float]  # the last logged training figures
+    stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that interrupted the run
 
 
 def train(config: RunConfig, resume: bool = False) -> TrainResult:
     """Train the model of `config` on its dataset; see the module docstring."""
     return Trainer(config).fit(resume=resume)
+
+
+def check_first_batch(model: ConditionalVAE, dataset: Dataset, batch_size: int, where: str) -> None:
+    """Collate the first `batch_size` samples and check the batch against the model."""
+    samples = [dataset[i] for i in range(min(batch_size, len(dataset)))]
+    where = f"{where}, first {len(samples)} samples"
+    batch = collate(samples, where)
+    try:
+        model.check_batch(batch)
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -91,6 +104,9 @@ class Trainer:
         self.eval_set = self.source.split(config.eval.split) if cfg.eval_every else None
 
         model = ConditionalVAE(config.model)
+        # Data that does not fit the model fails here, naming the key, before statistics, the
+        # optimiser, worker processes or run files exist (the model still checks every batch).
+        check_first_batch(model, self.train_set, cfg.batch_size, f"dataset {config.data.type!r}, train split")
         if model.normalizers:
             stats = self.source.statistics(list(model.normalizers))
             model.set_normalization({n: (torch.as_tensor(m), torch.as_tensor(s)) for n, (m, s) in stats.items()})
@@ -158,7 +174,7 @@ class Trainer:
                     bar.close()
                     self.accelerator.print(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
                     self.accelerator.end_training()
-                    return TrainResult(self.output_dir, None, step, "interrupted", metrics)
+                    return TrainResult(self.output_dir, None, step, "interrupted", metrics, self._stop_signal)
         bar.close()
         model_dir = self._export()
         self.accelerator.end_training()

@@ -1,0 +1,185 @@
+"""Nothing is lost: model folders and checkpoints are written under a temporary name and renamed
+into place, so an exception or a SIGKILL mid-write never replaces a good one.
+
+Covered elsewhere, not repeated: checkpoint rotation (tests/test_training.py::
+test_checkpoints_rotate_and_runs_are_not_overwritten) and non-finite losses stopping or skipping
+with the step in the message (test_nonfinite_loss_stops_and_keeps_the_last_checkpoint,
+test_nonfinite_loss_can_be_skipped)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import build
+from cvae_bridge import ConditionalVAE, hub
+from cvae_bridge.files import atomic_directory
+from cvae_bridge.training import checkpoints, train
+from cvae_bridge.training.checkpoints import list_checkpoints
+from reliability_helpers import assert_same_weights, cli_env, final_weights, run_config
+
+TESTS = Path(__file__).parents[1]
+
+
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter that can import the test helpers."""
+    prelude = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(TESTS / 'reliability')!r}]\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
+
+
+def state_of(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+def test_atomic_directory_keeps_the_old_folder_when_the_body_raises(tmp_path):
+    target = tmp_path / "out"
+    with atomic_directory(target) as temporary:
+        (temporary / "a.txt").write_text("good")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with atomic_directory(target) as temporary:
+            (temporary / "a.txt").write_text("half")
+            raise RuntimeError("disk on fire")
+    assert [p.name for p in target.iterdir()] == ["a.txt"] and (target / "a.txt").read_text() == "good"
+    assert leftovers(target) == []
+
+
+def failing_save_file(tensors, filename, metadata=None):
+    Path(filename).write_bytes(b"\x00" * 10)  # a partial file, then the disk fills up
+    raise OSError(28, "No space left on device")
+
+
+def test_failed_save_pretrained_keeps_the_previous_model(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    good = build("conv_cvae", seed=0)
+    good.save_pretrained(folder)
+    before = state_of(folder)
+    monkeypatch.setattr(hub, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="No space left"):
+        build("conv_cvae", seed=1).save_pretrained(folder)
+    assert_same_weights(state_of(folder), before)
+    ConditionalVAE.from_pretrained(folder)
+    assert leftovers(folder) == []
+
+
+def test_save_pretrained_killed_mid_write_keeps_the_previous_model(tmp_path):
+    """SIGKILL while model.safetensors is half written: the old folder is untouched; the
+    temporary folder stays behind under a dot-name that nothing reads."""
+    folder = tmp_path / "model"
+    build("conv_cvae", seed=0).save_pretrained(folder)
+    before = state_of(folder)
+    done = run_python("""
+        import os, signal
+        from pathlib import Path
+        from conftest import build
+        from cvae_bridge import hub
+        def dying(tensors, filename, metadata=None):
+            Path(filename).write_bytes(b"\\x00" * 10)
+            os.kill(os.getpid(), signal.SIGKILL)
+        hub.save_file = dying
+        build("conv_cvae", seed=1).save_pretrained(sys.argv[1])
+        """, str(folder))
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert_same_weights(state_of(folder), before)
+    ConditionalVAE.from_pretrained(folder)
+    assert [name.split("-")[0] for name in leftovers(folder)] == [".model.tmp"]
+    build("conv_cvae", seed=1).save_pretrained(folder)  # the next save is not disturbed by it
+    assert not torch.equal(next(iter(state_of(folder).values())), next(iter(before.values())))
+
+
+def test_save_pretrained_killed_between_the_renames_keeps_a_loadable_model(tmp_path):
+    folder = tmp_path / "model"
+    build("conv_cvae", seed=0).save_pretrained(folder)
+    done = run_python("""
+        import os, signal
+        from conftest import build
+        real, calls = os.replace, []
+        def replace(source, destination):
+            calls.append(source)
+            if len(calls) == 2:  # the old folder has been moved aside; the new one not yet in
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(source, destination)
+        os.replace = replace
+        build("conv_cvae", seed=1).save_pretrained(sys.argv[1])
+        """, str(folder))
+    assert done.returncode == -9, done.stderr[-2000:]
+    ConditionalVAE.from_pretrained(folder)
+
+
+# -- training checkpoints ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The final weights of an uninterrupted 30-step run."""
+    out = tmp_path_factory.mktemp("reference")
+    train(run_config(out))
+    return final_weights(out)
+
+
+def test_failed_checkpoint_write_keeps_the_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, reference):
+    real, calls = checkpoints.save_file, []
+
+    def fail_at_second_checkpoint(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            failing_save_file(tensors, filename)
+        real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoints, "save_file", fail_at_second_checkpoint)
+    with pytest.raises(OSError, match="No space left"):
+        train(run_config(tmp_path))
+    monkeypatch.undo()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005"]
+    assert train(run_config(tmp_path), resume=True).status == "completed"
+    assert_same_weights(final_weights(tmp_path), reference)
+
+
+@pytest.mark.slow
+def test_checkpoint_killed_mid_write_keeps_the_last_checkpoint_and_resumes_exactly(tmp_path, reference):
+    """SIGKILL while step 10's checkpoint is half written: step 5 stays the newest complete
+    checkpoint, the half-written folder is ignored, and resuming reaches the reference weights."""
+    done = run_python("""
+        import os, signal
+        from pathlib import Path
+        from cvae_bridge.training import checkpoints, train
+        from reliability_helpers import run_config
+        real, calls = checkpoints.save_file, []
+        def dying(tensors, filename, metadata=None):
+            calls.append(filename)
+            if len(calls) == 2:
+                Path(filename).write_bytes(b"\\x00" * 10)
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(tensors, filename, metadata=metadata)
+        checkpoints.save_file = dying
+        train(run_config(Path(sys.argv[1])))
+        """, str(tmp_path))
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005"]
+    assert (tmp_path / "checkpoints" / ".tmp-step_00000010").is_dir()
+    assert train(run_config(tmp_path), resume=True).status == "completed"
+    assert_same_weights(final_weights(tmp_path), reference)
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()  # cleared by the next save of step 10
+
+
+def test_export_over_an_existing_model_folder_failing_keeps_it(tmp_path, monkeypatch):
+    """The run's final export goes through save_pretrained: a failure leaves the model folder of
+    an earlier run in place."""
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    build("conv_cvae").save_pretrained(out / "model")
+    before = state_of(out / "model")
+    monkeypatch.setattr(hub, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="No space left"):
+        train(run_config(out, steps=5))
+    assert_same_weights(state_of(out / "model"), before)
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000005"]
