@@ -63,11 +63,11 @@ class LikelihoodHead(nn.Module):
         raise NotImplementedError
 
     def check(self, x: torch.Tensor, name: str) -> None:
-        if self.unit_interval and (x.min() < 0 or x.max() > 1):
-            raise InputError(
-                f"batch[{name!r}]: the {self.registered_name} likelihood expects values in [0, 1], "
-                f"got min {x.min().item():.4g}, max {x.max().item():.4g}"
-            )
+        if not self.unit_interval:
+            return
+        low, high = (float(v) for v in x.aminmax())
+        if low < 0 or high > 1:
+            raise InputError(f"batch[{name!r}]: the {self.registered_name} likelihood expects values in [0, 1], got {low:.4g}..{high:.4g}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ natural shape and (B, S, C).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -35,9 +36,10 @@ class Tokens(NamedTuple):
 
 def check_tensor(
     value: Any, name: str, *, ndim: int | None = None, trailing: tuple[int | None, ...] = (), floating: bool = True, dtype: torch.dtype | None = None
-) -> None:
+) -> tuple[float, float] | None:
     """Raise InputError unless `value` is a finite tensor of the expected rank and trailing sizes
-    with at least one example; `dtype`: the floating-point type it must have (the weights')."""
+    with at least one example; `dtype`: the floating-point type it must have (the weights').
+    Returns a floating tensor's (min, max), so that range checks need no second pass."""
     if not isinstance(value, torch.Tensor):
         raise InputError(f"batch[{name!r}]: expected a torch.Tensor, got {type(value).__name__}")
     if ndim is not None and value.ndim != ndim:
@@ -54,8 +56,12 @@ def check_tensor(
         # Layers fail on a float64 input (numpy's default) with a message that names no key.
         if dtype is not None and value.dtype != dtype:
             raise InputError(f"batch[{name!r}]: expected {dtype} like the model's weights, got {value.dtype}; convert it with .to({dtype})")
-        if not torch.isfinite(value).all():
+        # One pass for both checks: NaN propagates into min and max, an infinity is one of them.
+        low, high = (float(v) for v in value.aminmax())
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise InputError(f"batch[{name!r}]: contains NaN or infinite values")
+        return low, high
+    return None
 
 
 class Encoder(nn.Module):

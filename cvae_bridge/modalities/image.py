@@ -92,9 +92,9 @@ class ImageEncoder(Encoder):
             self.out = nn.Sequential(nn.Linear(previous * h * w, d_model), nn.SiLU())
 
     def check(self, value: Any, name: str) -> None:
-        check_tensor(value, name, ndim=4, trailing=(self.config.channels, *(self.config.size or (None, None))), dtype=self.dtype)
-        if value.min() < 0 or value.max() > 1:
-            raise InputError(f"batch[{name!r}]: expected image values in [0, 1], got {value.min().item():.4g}..{value.max().item():.4g}")
+        low, high = check_tensor(value, name, ndim=4, trailing=(self.config.channels, *(self.config.size or (None, None))), dtype=self.dtype)
+        if low < 0 or high > 1:
+            raise InputError(f"batch[{name!r}]: expected image values in [0, 1], got {low:.4g}..{high:.4g}")
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
         features = self.body(value * 2 - 1)
