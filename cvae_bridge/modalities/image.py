@@ -1,12 +1,12 @@
 """Images (C x H x W, values in [0, 1]): a ResNet-style encoder and its mirror as decoder.
 
 Encoder: one stage per width, each a stride-2 3x3 convolution followed by `blocks` pre-activation
-residual blocks with GroupNorm. Its output is either a grid of tokens with 2-D sine positions
+residual blocks, then GroupNorm and SiLU. Its output is either a grid of tokens with 2-D sine positions
 (for attention over the image, as ACT's backbone features) or one token from the flattened final
 feature map (a classic conv VAE encoder, keeping where things are).
 
 Decoder: [z, pooled conditions] -> linear -> smallest feature map, then the stages in reverse, each
-`blocks` residual blocks and a stride-2 transposed convolution, back to H x W. Any H, W work:
+`blocks` residual blocks and a stride-2 transposed convolution (GroupNorm, SiLU), back to H x W. Any H, W work:
 sizes halve rounding up and the transposed convolutions add the row or column that was rounded.
 """
 
@@ -82,8 +82,10 @@ class ImageEncoder(Encoder):
         for width in config.widths:
             layers.append(nn.Conv2d(previous, width, 3, stride=2, padding=1))
             layers += [ResBlock(width, config.norm_groups) for _ in range(config.blocks)]
+            # Each stage ends normalised and activated, so that stages stay non-linear even
+            # without residual blocks (blocks: 0, a plain strided conv stack).
+            layers += [_norm(width, config.norm_groups), nn.SiLU()]
             previous = width
-        layers += [_norm(previous, config.norm_groups), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         if config.tokens == "grid":
             self.out = nn.Conv2d(previous, d_model, 1)
@@ -146,7 +148,7 @@ class ImageDecoder(Decoder):
                     output_padding=(out_h - (2 * in_h - 1), out_w - (2 * in_w - 1)),
                 )
             )
-        layers += [_norm(config.widths[0], config.norm_groups), nn.SiLU()]
+            layers += [_norm(config.widths[max(i - 1, 0)], config.norm_groups), nn.SiLU()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, conditions: Tokens) -> torch.Tensor:
