@@ -166,8 +166,9 @@ class TrainConfig:
 class EvalConfig:
     split: Literal["train", "val", "test"] = "test"
     # Which metrics `cvae-bridge eval` computes (those that do not apply to a model are skipped
-    # with a note in the table): faithfulness, nll, fid, diversity.
-    metrics: list[Literal["faithfulness", "nll", "fid", "diversity"]] = field(
+    # with a note in the table): faithfulness, nll, fid, diversity, diagnostics (of the latent
+    # space: KL per dimension, active units, mutual information; evaluation/diagnostics.py).
+    metrics: list[Literal["faithfulness", "nll", "fid", "diversity", "diagnostics"]] = field(
         default_factory=lambda: ["faithfulness", "nll", "fid", "diversity"]
     )
     nll_samples: int = 1000  # K of the importance-weighted bound

@@ -33,6 +33,7 @@ from ..config import RunConfig, to_dict, write_yaml
 from ..data import build_source
 from ..data.base import collate
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
+from ..evaluation.diagnostics import training_diagnostics
 from ..evaluation.pictures import save_image_grid
 from ..model import ConditionalVAE
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
@@ -278,12 +279,16 @@ class Trainer:
                 model = self.unwrapped.eval()
                 loader = DataLoader(self.eval_set, batch_size=self.config.train.batch_size)
                 sums: dict[str, float] = defaultdict(float)
-                count = 0
-                for batch, _ in zip(loader, range(self.config.train.eval_batches)):
-                    for key, value in model(send_to_device(batch, self.accelerator.device)).items():
+                batches = [send_to_device(batch, self.accelerator.device) for batch, _ in zip(loader, range(self.config.train.eval_batches))]
+                for batch in batches:
+                    for key, value in model(batch).items():
                         sums[key] += value.item()
-                    count += 1
-                self._log("val", step, {k: v / count for k, v in sums.items()})
+                # Active units and I(x; z) on the same batches; posterior collapse is flagged.
+                latent, warning = training_diagnostics(model, batches)
+                self._log("val", step, {**{k: v / len(batches) for k, v in sums.items()}, **latent})
+                if warning:
+                    self.accelerator.print(f"warning: step {step}: {warning}")
+                    self._log("warning", step, {"message": warning})
                 self._write_samples(model, self.output_dir / "samples" / f"step_{step:08d}.png")
         self.accelerator.wait_for_everyone()
 

@@ -1,0 +1,209 @@
+"""Rollout evaluation: a trained action-chunk policy run in the simulators, success rate per task.
+
+    evaluate_policy("runs/metaworld_mt10/model", "metaworld", "mt10", episodes=50, out="runs/metaworld_mt10/rollout")
+    cvae-bridge rollout --model runs/metaworld_mt10/model --suite metaworld --episodes 50 [--phrasings heldout]
+
+Episode i of every task starts from seed `seed + i`, EVAL_SEED (100000) by default: disjoint from
+the demonstrations' seeds (0 .. N-1 by default), so that a policy is never scored on an initial
+state it was trained on. When the model's training dataset is found with its demos.json, an overlap
+raises. The same seeds, model and options give the same results.
+
+`batch_size` episodes of a task run side by side, one policy call for all of them per step (the
+environments are independent); an episode that has ended keeps its last observation in the batch
+and its actions are dropped. A language-conditioned policy gets, per episode, a phrasing of the
+task drawn with the episode's seed from the "train" phrasings (those of the demonstrations) or the
+"heldout" ones (never seen in training).
+
+Writes `success.json` (per task: success rate, per-episode seed / success / steps / instruction,
+timing; the mean over tasks) and `success.md` (a table), and with `video_dir` a GIF of the first
+`videos_per_task` episodes of each task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..envs import IMAGE, instructions, make_env
+from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
+from ..errors import ConfigError
+from ..pipelines.policy import ActionChunkPolicy, run_data_config
+
+GIF_FPS = 20  # GIFs keep every n-th frame so as to play at about this rate, in real time
+
+
+def evaluate_policy(
+    model_dir: str | Path,
+    suite: str,
+    tasks: str | Sequence[str] | None = None,
+    episodes: int = 50,
+    seed: int | None = None,
+    temporal_ensemble: float | None = None,
+    query_period: int | None = None,
+    phrasings: Literal["train", "heldout"] = "train",
+    video_dir: str | Path | None = None,
+    videos_per_task: int = 2,
+    batch_size: int = 10,
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run the policy of `model_dir` for `episodes` episodes per task; see the module docstring.
+
+    `tasks`: names, "all"/"mt10", or None for every task of the suite. `seed`: of the first
+    episode, EVAL_SEED when None. `out`: the folder for
+    success.json and success.md (default: rollout/ beside the model folder). Returns the report.
+    """
+    if phrasings not in ("train", "heldout"):
+        raise ConfigError(f"phrasings: expected 'train' or 'heldout', got {phrasings!r}")
+    for name, value in (("episodes", episodes), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: expected a positive int, got {value!r}")
+    seed = EVAL_SEED if seed is None else seed
+    task_names = resolve_tasks(suite, tasks)
+    policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
+    if phrasings == "heldout" and policy.instruction_key is None:
+        raise ConfigError(f"phrasings: 'heldout' needs a language-conditioned policy; {model_dir} takes no instruction")
+    demo_seeds = _check_disjoint_from_demos(model_dir, suite, task_names, seed, episodes)
+
+    start = time.perf_counter()
+    report_tasks = {}
+    for task in task_names:
+        task_start, results, policy_s = time.perf_counter(), [], 0.0
+        for first in range(0, episodes, batch_size):
+            seeds = list(range(seed + first, seed + min(first + batch_size, episodes)))
+            # GIF paths (without the outcome) of the first videos_per_task episodes
+            videos = [Path(video_dir) / f"{task}_{first + i:03d}_seed{s}" if video_dir and first + i < videos_per_task else None
+                      for i, s in enumerate(seeds)]
+            batch, seconds = _run_batch(policy, suite, task, seeds, phrasings, videos)
+            results += batch
+            policy_s += seconds
+        elapsed = time.perf_counter() - task_start
+        successes = sum(r["success"] for r in results)
+        report_tasks[task] = {
+            "success_rate": successes / episodes,
+            "successes": successes,
+            "episodes": episodes,
+            "mean_steps": float(np.mean([r["steps"] for r in results])),
+            "s_per_episode": elapsed / episodes,
+            "policy_s_per_episode": policy_s / episodes,
+            "results": results,
+        }
+    elapsed = time.perf_counter() - start
+    report = {
+        "model": str(model_dir),
+        "suite": suite,
+        "mean_success_rate": float(np.mean([t["success_rate"] for t in report_tasks.values()])),
+        "tasks": report_tasks,
+        "episodes_per_task": episodes,
+        "seeds": [seed, seed + episodes - 1],
+        "demo_seeds": demo_seeds,
+        "phrasings": phrasings if policy.instruction_key else None,
+        "chunk_size": policy.chunk_size,
+        "query_period": policy.query_period,
+        "temporal_ensemble": policy.temporal_ensemble,
+        "batch_size": batch_size,
+        "time_s": elapsed,
+        "s_per_episode": elapsed / (episodes * len(task_names)),
+    }
+    out = Path(out) if out is not None else Path(model_dir).parent / "rollout"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "success.json").write_text(json.dumps(report, indent=2))
+    (out / "success.md").write_text(markdown_table(report))
+    return report
+
+
+def episode_instruction(suite: str, task: str, phrasings: str, seed: int) -> str:
+    """The phrasing an episode gets: drawn with its seed, as `envs.draw_instruction` draws the
+    demonstrations' (so "train" gives a demonstration of the same seed the same text)."""
+    options = instructions(suite, task, phrasings)
+    return options[int(np.random.default_rng(seed).integers(len(options)))]
+
+
+def _run_batch(
+    policy: ActionChunkPolicy, suite: str, task: str, seeds: list[int], phrasings: str, videos: list[Path | None]
+) -> tuple[list[dict[str, Any]], float]:
+    """Episodes from `seeds` side by side; those with a video path are saved as GIFs there.
+    Returns the per-episode results and the seconds spent in the policy."""
+    needs_images = IMAGE in policy.observation_keys
+    envs = [make_env(suite, task, s, render=needs_images or video is not None) for s, video in zip(seeds, videos)]
+    try:
+        observations = [env.reset() for env in envs]
+        texts = [episode_instruction(suite, task, phrasings, s) for s in seeds] if policy.instruction_key else None
+        frames = [[obs[IMAGE]] if video else None for obs, video in zip(observations, videos)]
+        done, success = [False] * len(envs), [False] * len(envs)
+        policy.reset()
+        policy_s = 0.0
+        while not all(done):
+            batch = {key: np.stack([obs[key] for obs in observations]) for key in policy.observation_keys}
+            tick = time.perf_counter()
+            actions = policy.select_action(batch, texts)
+            policy_s += time.perf_counter() - tick
+            for i, env in enumerate(envs):
+                if not done[i]:
+                    observations[i], success[i], done[i] = env.step(actions[i])
+                    if frames[i] is not None:
+                        frames[i].append(observations[i][IMAGE])
+        results = []
+        for i, env in enumerate(envs):
+            result = {"seed": seeds[i], "success": success[i], "steps": env.steps, "instruction": texts[i] if texts else None}
+            if videos[i] is not None:
+                name = f"{videos[i].name}_{'success' if success[i] else 'failure'}.gif"
+                result["video"] = str(_write_gif(videos[i].with_name(name), frames[i], env.fps))
+            results.append(result)
+        return results, policy_s
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _check_disjoint_from_demos(model_dir: str | Path, suite: str, tasks: list[str], seed: int, episodes: int) -> list[int] | None:
+    """The demonstration seeds [first, last] of the model's training dataset (None when its
+    demos.json is not found); raises when they overlap the evaluation seeds on a shared task."""
+    path = Path(run_data_config(model_dir).path) / DEMOS_FILE
+    if not path.is_file():
+        return None
+    demos = json.loads(path.read_text())
+    first, last = demos["seed"], demos["seed"] + demos["episodes_per_task"] - 1
+    shared = sorted(set(tasks) & set(demos["tasks"])) if demos["suite"] == suite else []
+    if shared and seed <= last and first <= seed + episodes - 1:
+        raise ConfigError(
+            f"seed: evaluation seeds {seed} .. {seed + episodes - 1} overlap the demonstration seeds {first} .. {last} "
+            f"of {path} (tasks {shared}); evaluate from seed {EVAL_SEED} or above {last}"
+        )
+    return [first, last]
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    """An animated GIF in real time: every n-th frame, so that it plays at about GIF_FPS."""
+    from PIL import Image
+
+    stride = max(1, round(fps / GIF_FPS))
+    images = [Image.fromarray(frame) for frame in frames[::stride]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 * stride / fps), loop=0)
+    return path
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """success.md: one row per task, then the mean, under a line giving the settings."""
+    ensemble = report["temporal_ensemble"]
+    lines = [
+        f"Rollouts of `{report['model']}` ({report['suite']}): {report['episodes_per_task']} episodes per task, "
+        f"seeds {report['seeds'][0]} .. {report['seeds'][1]}, chunk {report['chunk_size']}, "
+        f"query period {report['query_period']}, temporal ensembling {'off' if ensemble is None else f'm = {ensemble}'}"
+        + (f", {report['phrasings']} phrasings" if report["phrasings"] else ""),
+        "",
+        "| task | success | episodes | mean steps | s / episode |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for task, row in report["tasks"].items():
+        lines.append(
+            f"| {task} | {100 * row['success_rate']:.1f}% | {row['episodes']} | {row['mean_steps']:.0f} | {row['s_per_episode']:.2f} |"
+        )
+    lines.append(f"| **mean** | **{100 * report['mean_success_rate']:.1f}%** | | | {report['s_per_episode']:.2f} |")
+    return "\n".join(lines) + "\n"
