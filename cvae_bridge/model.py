@@ -302,6 +302,14 @@ class ConditionalVAE(nn.Module):
         return self._posterior(batch, self.encode_conditions(batch))
 
     @torch.no_grad()
+    def prior_params(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior p(z | c) for the conditions of `batch` (N(0, I) for a standard prior): mean and
+        log-variance, each (B, latent_dim). Targets in the batch only set B for a model
+        without conditions."""
+        size = self.check_batch(batch, targets=all(n in batch for n in self.target_encoders))
+        return self._prior(self.encode_conditions(self._normalized(batch)), size)
+
+    @torch.no_grad()
     def decode(self, z: torch.Tensor, conditions: Batch, output: Literal["mean", "sample"] = "mean", generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Targets from latents z (B, latent_dim) and a condition batch, in their natural shape
         and units (normalisation undone)."""

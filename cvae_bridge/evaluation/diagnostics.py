@@ -39,12 +39,7 @@ def latent_parameters(model: ConditionalVAE, batches: Iterable[Batch]) -> dict[s
     each (N, latent_dim), on the CPU."""
     parts: dict[str, list[torch.Tensor]] = {"mu_q": [], "logvar_q": [], "mu_p": [], "logvar_p": []}
     for batch in batches:
-        # ConditionalVAE has no public accessor of p(z | c) for a batch; these are the steps of
-        # its log_likelihood.
-        size = model.check_batch(batch)
-        batch = model._normalized(batch)
-        conditions = model.encode_conditions(batch)
-        values = (*model._posterior(batch, conditions), *model._prior(conditions, size))
+        values = (*model.encode(batch), *model.prior_params(batch))
         for key, value in zip(parts, values):
             parts[key].append(value.float().cpu())
     if not parts["mu_q"]:
