@@ -48,6 +48,21 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import json
+
+    from .pipelines.policy import replay_episodes
+
+    report = replay_episodes(args.model, args.data, args.episodes, args.query_period, args.temporal_ensemble, args.device)
+    out = Path(args.out or Path(args.model).parent / "replay.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    for row in report["episodes"]:
+        print(f"  episode {row['episode']:>5}: L1 {row['l1']:.4f} over {row['frames']} frames")
+    print(f"L1 {report['l1']:.4f} over {len(report['episodes'])} episodes ({report['frames']} frames); wrote {out}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .registry import REGISTRIES
 
@@ -95,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_eval)
+
+    replay = commands.add_parser("replay", help="run an action-chunk policy on recorded episodes; L1 error against the recorded actions")
+    replay.add_argument("--model", required=True, help="a model folder written by training")
+    replay.add_argument("--data", required=True, help="a dataset folder: LeRobot (meta/info.json) or ACT HDF5 (episode_<i>.hdf5)")
+    replay.add_argument("--episodes", type=int, nargs="+", help="episode indices (default: all)")
+    replay.add_argument("--query-period", type=int, help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)")
+    replay.add_argument("--temporal-ensemble", type=float, metavar="M", help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01")
+    replay.add_argument("--out", help="JSON file to write (default: replay.json beside the model folder)")
+    replay.add_argument("--device", default="cpu")
+    replay.set_defaults(run=_replay)
 
     listing = commands.add_parser("list", help="list registered components, plugins included")
     listing.set_defaults(run=_list)

@@ -1,5 +1,6 @@
 """Inference only: pipelines load a trained model folder and generate."""
 
+from .policy import ActionChunkPolicy
 from .text_to_image import TextToImagePipeline
 
-__all__ = ["TextToImagePipeline"]
+__all__ = ["ActionChunkPolicy", "TextToImagePipeline"]

@@ -1,0 +1,290 @@
+"""ACT-style action-chunk policy: a trained model folder driving one environment or a batch of them.
+
+    policy = ActionChunkPolicy.from_pretrained("runs/act_aloha_state/model", temporal_ensemble=0.01)
+    policy.reset()
+    observation = env.reset()
+    while not done:
+        action = policy.select_action(observation)          # (action_dim,) float32 numpy
+        observation, success, done = env.step(action)
+
+At a query step the model predicts the k actions t .. t+k-1 from the observation at t, with z = 0
+(the prior mean), as ACT does at inference. Between queries the stored chunk runs open loop
+(`query_period`); with temporal ensembling the policy queries every step and averages every stored
+prediction for the current step (ACT, Zhao et al. 2023, section IV).
+
+Observations are dicts keyed by feature name, as in the dataset the model was trained on
+("observation.state", "observation.images.top", ...): 1-D arrays and (H, W, 3) uint8 images for one
+environment, or the same with a leading batch axis for several. The run config saved with the
+model (`config.json`: extra.run.data) tells which feature feeds which model input and the image
+size; the policy converts images to float (3, H, W) in [0, 1] exactly as training did, and the
+model normalises states and un-normalises actions itself.
+
+`replay_episodes` runs the policy on the recorded observations of a dataset and reports the L1
+error between its actions and the recorded ones (`cvae-bridge replay`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import einsum
+
+from ..config import DatasetConfig, from_dict
+from ..data import build_source
+from ..data.robot import EpisodeSource, RobotDataConfig, image_tensor
+from ..errors import CheckpointError, ConfigError, InputError
+from ..hub import CONFIG_NAME, read_config
+from ..model import ConditionalVAE
+from ..registry import DATASETS
+
+
+class ActionChunkPolicy:
+    """Wraps a ConditionalVAE with one action-chunk target (k, d) into a step-by-step policy.
+
+    Args:
+        model: the trained model; its single target is the action chunk.
+        features: model input name -> observation key (a dataset config's `features`; entries for
+            the action target or for inputs the model lacks are ignored).
+        image_size: [H, W] every image is resized to before the model sees it; None keeps it.
+        instruction_key: the model's text input, fed by `select_action(..., instruction)`.
+        query_period: re-plan every n steps and run the stored chunk open loop in between; 1
+            re-plans every step. Default: the chunk size k without ensembling (ACT), else 1.
+        temporal_ensemble: m of ACT's temporal ensembling, or None for none. The policy then
+            queries every step and returns the average of all stored predictions for the current
+            step, weighted exp(-m * i) with i = 0 the oldest (ACT's default m = 0.01).
+    """
+
+    def __init__(
+        self,
+        model: ConditionalVAE,
+        features: Mapping[str, str],
+        image_size: Sequence[int] | None = None,
+        instruction_key: str | None = None,
+        query_period: int | None = None,
+        temporal_ensemble: float | None = None,
+    ):
+        if len(model.decoders) != 1 or len(next(iter(model.decoders.values())).event_shape) != 2:
+            shapes = {n: d.event_shape for n, d in model.decoders.items()}
+            raise ConfigError(f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {shapes}")
+        self.model = model.eval()
+        self.action_key, decoder = next(iter(model.decoders.items()))
+        self.chunk_size, self.action_dim = decoder.event_shape
+        self.image_size = tuple(image_size) if image_size is not None else None
+        self.instruction_key = instruction_key if instruction_key in model.condition_encoders else None
+        # model input -> observation key, and whether that input is a camera image
+        self.inputs: dict[str, str] = {}
+        for name in model.condition_encoders:
+            if name == self.instruction_key:
+                continue
+            if name not in features:
+                raise ConfigError(f"features: the model input {name!r} has no observation key; features: {dict(features)}")
+            self.inputs[name] = features[name]
+        self.images = {n for n in self.inputs if model.condition_encoders[n].registered_name == "image"}
+
+        if temporal_ensemble is not None:
+            if not (math.isfinite(temporal_ensemble) and temporal_ensemble >= 0):
+                raise ConfigError(f"temporal_ensemble: expected a number m >= 0 (or None), got {temporal_ensemble}")
+            if query_period not in (None, 1):
+                raise ConfigError(f"query_period: temporal ensembling queries every step; got query_period={query_period}")
+            query_period = 1
+        query_period = self.chunk_size if query_period is None else query_period
+        if not 1 <= query_period <= self.chunk_size:
+            raise ConfigError(f"query_period: expected 1 .. {self.chunk_size} (the chunk size), got {query_period}")
+        self.query_period = query_period
+        self.temporal_ensemble = temporal_ensemble
+        self.reset()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        query_period: int | None = None,
+        temporal_ensemble: float | None = None,
+    ) -> "ActionChunkPolicy":
+        """Load a model folder written by training: the run config saved with it gives the
+        observation keys, the image size and the instruction key."""
+        data = run_data_config(directory)
+        model = ConditionalVAE.from_pretrained(directory, device)
+        return cls(model, data.features, data.image_size, data.instruction_key, query_period, temporal_ensemble)
+
+    def reset(self) -> None:
+        """Forget stored chunks; call at the start of every episode."""
+        self.step = 0
+        # (step the chunk was predicted at, (B, k, d) actions); without ensembling only the newest counts.
+        self.chunks: deque[tuple[int, torch.Tensor]] = deque(maxlen=None if self.temporal_ensemble is not None else 1)
+        self.layout: tuple[int, bool] | None = None  # (batch size, single environment) of this episode
+
+    @property
+    def observation_keys(self) -> list[str]:
+        return list(self.inputs.values())
+
+    def select_action(self, observation: Mapping[str, Any], instruction: str | list[str] | None = None) -> np.ndarray:
+        """The action for the current step: (d,) for one environment, (B, d) for a batch.
+
+        The observation is read only at steps where the policy re-plans.
+        """
+        if not self.chunks or self.step - self.chunks[-1][0] >= self.query_period:
+            self.chunks.append((self.step, self._predict(observation, instruction)))
+        # A chunk predicted at step s covers steps s .. s+k-1.
+        while self.chunks[0][0] <= self.step - self.chunk_size:
+            self.chunks.popleft()
+        predictions = torch.stack([chunk[:, self.step - start] for start, chunk in self.chunks])  # (n, B, d), oldest first
+        if self.temporal_ensemble is None:
+            action = predictions[-1]
+        else:
+            weights = torch.exp(-self.temporal_ensemble * torch.arange(len(predictions), dtype=torch.float64))
+            action = einsum((weights / weights.sum()).float(), predictions, "n, n b d -> b d")
+        self.step += 1
+        action = action.numpy()
+        return action[0] if self.layout[1] else action
+
+    @torch.inference_mode()
+    def _predict(self, observation: Mapping[str, Any], instruction: str | list[str] | None) -> torch.Tensor:
+        """(B, k, d) actions from one observation, z = 0, on the CPU."""
+        batch, layout = self.model_inputs(observation, instruction)
+        if self.layout is None:
+            self.layout = layout
+        elif layout != self.layout:
+            raise InputError(f"observation: {_environments(layout)} after {_environments(self.layout)} in this episode; call reset() between episodes")
+        chunk = self.model.sample(batch or None, latent="mean")[self.action_key]
+        return chunk.float().cpu()
+
+    def model_inputs(self, observation: Mapping[str, Any], instruction: str | list[str] | None = None) -> tuple[dict[str, Any], tuple[int, bool]]:
+        """(model batch, (batch size, whether the observation is of one environment)). States
+        become float32 (B, d) tensors, images float (B, 3, H, W) in [0, 1] at `image_size`; the
+        model normalises them itself."""
+        if not isinstance(observation, Mapping):
+            raise InputError(f"observation: expected a dict of observation key -> array, got {type(observation).__name__}")
+        batch: dict[str, Any] = {}
+        layouts: dict[str, tuple[int, bool]] = {}  # input -> (batch size, single environment)
+        for name, key in self.inputs.items():
+            if key not in observation:
+                raise InputError(f"observation: missing {key!r} (model input {name!r}); the observation has {sorted(observation)}")
+            value = np.asarray(observation[key])
+            if name in self.images:
+                if value.dtype != np.uint8 or value.ndim not in (3, 4) or value.shape[-1] != 3:
+                    raise InputError(f"observation[{key!r}]: expected a uint8 image (H, W, 3) or (B, H, W, 3), got {value.dtype} {value.shape}")
+                frames = value[None] if value.ndim == 3 else value
+                tensor = torch.stack([image_tensor(frame, self.image_size) for frame in frames])
+                single = value.ndim == 3
+            else:
+                if value.ndim not in (1, 2) or not np.issubdtype(value.dtype, np.number):
+                    raise InputError(f"observation[{key!r}]: expected a numeric array (d,) or (B, d), got {value.dtype} {value.shape}")
+                tensor = torch.tensor(value, dtype=torch.float32).reshape(-1, value.shape[-1])  # a copy: inputs may be read-only
+                single = value.ndim == 1
+            batch[name] = tensor.to(self.model.device)
+            layouts[name] = (len(tensor), single)
+        if len(set(layouts.values())) > 1:
+            raise InputError(f"observation: inputs disagree on the number of environments (size, single): {layouts}")
+        size, single = next(iter(layouts.values()), (1, True))
+        if self.instruction_key is None:
+            if instruction is not None:
+                raise InputError(f"instruction: this model takes no instruction (its inputs: {sorted(self.model.condition_encoders)})")
+        else:
+            if instruction is None:
+                raise InputError(f"instruction: the model is conditioned on {self.instruction_key!r}; pass the task text")
+            texts = [instruction] * size if isinstance(instruction, str) else list(instruction)
+            if len(texts) != size:
+                raise InputError(f"instruction: {len(texts)} texts for {size} environment(s)")
+            batch[self.instruction_key] = texts
+        return batch, (size, single)
+
+
+def _environments(layout: tuple[int, bool]) -> str:
+    size, single = layout
+    return "one environment" if single else f"a batch of {size} environments"
+
+
+def run_data_config(directory: str | Path) -> RobotDataConfig:
+    """The robot dataset config of the training run saved with a model folder."""
+    where = f"{Path(directory) / CONFIG_NAME}: extra.run.data"
+    data = read_config(directory).get("extra", {}).get("run", {}).get("data")
+    if data is None:
+        raise CheckpointError(
+            f"{where} is missing: the folder was not written by cvae_bridge training; build "
+            f"ActionChunkPolicy(model, features, ...) with the observation keys instead"
+        )
+    config = from_dict(DatasetConfig, data, path=where)
+    if not isinstance(config, RobotDataConfig):
+        raise CheckpointError(f"{where}: the model was trained on {config.type!r} data, not robot episodes")
+    return config
+
+
+def dataset_type(path: str | Path) -> str:
+    """"lerobot" or "act_hdf5", from the folder's layout."""
+    folder = Path(path)
+    if (folder / "meta" / "info.json").is_file():
+        return "lerobot"
+    if folder.is_dir() and any(folder.glob("episode_*.hdf5")):
+        return "act_hdf5"
+    raise InputError(f"{folder}: neither a LeRobot dataset (meta/info.json) nor an ACT folder (episode_<i>.hdf5)")
+
+
+def replay_episodes(
+    model_dir: str | Path,
+    data: str | Path | DatasetConfig,
+    episodes: Sequence[int] | None = None,
+    query_period: int | None = None,
+    temporal_ensemble: float | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Run the policy of `model_dir` on the recorded observations of episodes of a dataset.
+
+    `data` is a dataset folder (LeRobot or ACT HDF5; the features, image size and instruction key
+    are those of the model's training run) or a full dataset config. `episodes`: episode indices,
+    None for all. Returns {"episodes": [{"episode", "frames", "l1"}], "l1", "frames", ...}: the
+    L1 error is |predicted - recorded| averaged over action dimensions and frames, in the
+    recorded actions' units; the overall figure averages over all frames of all episodes.
+    """
+    policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
+    config = data if isinstance(data, DatasetConfig) else _replay_config(run_data_config(model_dir), data)
+    source = build_source(config)
+    if not isinstance(source, EpisodeSource):
+        raise ConfigError(f"data.type: {config.type!r} does not hold robot episodes")
+    action_key = source.config.features.get(policy.action_key)
+    if action_key is None:
+        raise ConfigError(f"data.features: no feature for the model's action target {policy.action_key!r}")
+    available = {e.index: e for e in source.episodes}
+    chosen = sorted(available) if episodes is None else list(episodes)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise InputError(f"episodes: {unknown} are not in {config.path}; episodes: {sorted(available)}")
+
+    rows = []
+    for index in chosen:
+        episode = available[index]
+        policy.reset()
+        errors = []
+        for t in range(len(episode)):
+            observation = {key: episode.data[key][t] for key in policy.observation_keys}
+            action = policy.select_action(observation, episode.instruction_at(t) if policy.instruction_key else None)
+            errors.append(float(np.abs(action - episode.data[action_key][t]).mean()))
+        rows.append({"episode": index, "frames": len(errors), "l1": float(np.mean(errors))})
+    frames = sum(r["frames"] for r in rows)
+    return {
+        "model": str(model_dir),
+        "data": str(config.path),
+        "query_period": policy.query_period,
+        "temporal_ensemble": policy.temporal_ensemble,
+        "episodes": rows,
+        "frames": frames,
+        "l1": sum(r["l1"] * r["frames"] for r in rows) / max(frames, 1),
+    }
+
+
+def _replay_config(trained: RobotDataConfig, path: str | Path) -> DatasetConfig:
+    """The training run's data settings (those the folder's format has) for another folder."""
+    kind = dataset_type(path)
+    fields = {f.name for f in dataclasses.fields(DATASETS.get(kind).Config) if f.init}
+    settings = {k: v for k, v in dataclasses.asdict(trained).items() if k in fields}
+    # Every episode is replayed: the training run's validation split means nothing here.
+    settings.update(type=kind, path=str(path), val_fraction=0.0, val_episodes=None)
+    return from_dict(DatasetConfig, settings)

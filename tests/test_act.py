@@ -1,0 +1,271 @@
+"""ACT-style action chunks: the policy's query period and temporal ensembling, how it feeds
+observations to the model, overfitting recorded episodes of both dataset formats, the shipped
+configs, and `cvae-bridge replay`."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
+from cvae_bridge.cli import main
+from cvae_bridge.config import RunConfig, load_run_config
+from cvae_bridge.data.act_hdf5 import write_act_hdf5
+from cvae_bridge.data.lerobot import write_lerobot_dataset
+from cvae_bridge.data.robot import image_tensor
+from cvae_bridge.errors import ConfigError, InputError
+from cvae_bridge.pipelines import ActionChunkPolicy
+from cvae_bridge.training import train
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+K = 8
+FEATURES = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: intra-op threads only spin against each other (20x slower on two
+    shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_act(chunk=K, dim=2, image=True):
+    """ACT in miniature: state (+ a small camera) -> a chunk of `chunk` actions of `dim`."""
+    conditions = {"qpos": {"type": "vector", "shape": [3]}}
+    if image:
+        conditions["top"] = {"type": "image", "widths": [8, 8], "blocks": 0}
+    layers = {"heads": 2, "ff_dim": 64, "dropout": 0.0}
+    return {
+        "d_model": 32, "latent_dim": 4, "conditions": conditions,
+        "targets": {"action": {
+            "encoder": {"type": "action", "dim": dim, "chunk_size": chunk},
+            "decoder": {"type": "action", "dim": dim, "chunk_size": chunk, "encoder_layers": 1, "decoder_layers": 1, **layers},
+            "likelihood": {"type": "laplace", "scale": "fixed"}, "reduction": "mean"}},
+        "posterior": {"type": "transformer", "conditions": ["qpos"], "layers": 1, **layers},
+        "kl": {"beta": 10.0}, "normalize": ["qpos", "action"],
+    }
+
+
+def build(config) -> ConditionalVAE:
+    torch.manual_seed(0)
+    model = ConditionalVAE(from_dict(ModelConfig, config))
+    dim = model.decoders["action"].channels
+    model.set_normalization({"qpos": (torch.tensor([1.0, -2.0, 3.0]), torch.tensor([2.0, 0.5, 4.0])), "action": (torch.full((dim,), 5.0), torch.full((dim,), 3.0))})
+    return model
+
+
+class KnownChunks:
+    """Stands in for model.sample: the q-th query returns the chunk 10 q + j at its step j, plus
+    100 b for environment b; records the model inputs it was given."""
+
+    def __init__(self, chunk: int, dim: int):
+        self.chunk, self.dim, self.inputs = chunk, dim, []
+
+    def __call__(self, conditions, latent="sample", **_):
+        assert latent == "mean"  # z = 0, the prior mean
+        size = len(conditions["qpos"])
+        values = 10.0 * len(self.inputs) + torch.arange(self.chunk)[None, :] + 100.0 * torch.arange(size)[:, None]
+        self.inputs.append(conditions)
+        return {"action": values[..., None].expand(size, self.chunk, self.dim)}
+
+
+def known_policy(chunk=4, image=False, **options):
+    model = build(tiny_act(chunk=chunk, dim=2, image=image))
+    policy = ActionChunkPolicy(model, FEATURES, image_size=[6, 6], **options)
+    fake = KnownChunks(chunk, 2)
+    policy.model.sample = fake
+    return policy, fake
+
+
+STATE = {"observation.state": np.array([0.5, 1.0, -1.0], dtype=np.float32)}
+
+
+def test_temporal_ensembling_averages_stored_chunks_oldest_first():
+    policy, fake = known_policy(chunk=4, temporal_ensemble=0.5)
+    actions = [policy.select_action(STATE) for _ in range(5)]
+    assert len(fake.inputs) == 5 and actions[0].shape == (2,)
+    w = [math.exp(-0.5 * i) for i in range(4)]  # i = 0: the oldest prediction
+    # Step 3: the chunks predicted at steps 0, 1, 2, 3 hold 0 + 3, 10 + 2, 20 + 1, 30 + 0 for it.
+    assert actions[3] == pytest.approx([(3 * w[0] + 12 * w[1] + 21 * w[2] + 30 * w[3]) / sum(w)] * 2)
+    assert actions[3][0] == pytest.approx(11.2388116)
+    # Step 4: the chunk of step 0 covers steps 0..3 only; those of steps 1..4 hold 13, 22, 31, 40.
+    assert actions[4] == pytest.approx([(13 * w[0] + 22 * w[1] + 31 * w[2] + 40 * w[3]) / sum(w)] * 2)
+    assert actions[0] == pytest.approx([0.0, 0.0])
+    policy.reset()
+    assert policy.select_action(STATE) == pytest.approx([50.0, 50.0])  # a fresh query, nothing kept
+
+
+@pytest.mark.parametrize("period, queries", [(1, [0, 1, 2, 3, 4, 5]), (3, [0, 3]), (None, [0, 4])])
+def test_query_period_runs_the_chunk_open_loop_in_between(period, queries):
+    policy, fake = known_policy(chunk=4, query_period=period)
+    actions = [policy.select_action(STATE)[0] for _ in range(6)]
+    expected = []
+    for t in range(6):
+        start = max(q for q in queries if q <= t)
+        expected.append(10 * queries.index(start) + (t - start))
+    assert actions == expected
+    assert len(fake.inputs) == len(queries)
+
+
+def test_invalid_options_are_rejected():
+    with pytest.raises(ConfigError, match="query_period: expected 1 .. 4"):
+        known_policy(chunk=4, query_period=5)
+    with pytest.raises(ConfigError, match="temporal ensembling queries every step"):
+        known_policy(chunk=4, query_period=2, temporal_ensemble=0.01)
+
+
+def test_batch_of_environments():
+    policy, fake = known_policy(chunk=4, query_period=1)
+    states = {"observation.state": np.zeros((3, 3), dtype=np.float32)}
+    actions = policy.select_action(states)
+    assert actions.shape == (3, 2) and actions[:, 0].tolist() == [0.0, 100.0, 200.0]
+    with pytest.raises(InputError, match="one environment after a batch of 3 environments"):
+        policy.select_action(STATE)
+    policy.reset()
+    assert policy.select_action(STATE).shape == (2,)
+
+
+def test_observations_are_converted_not_normalised():
+    """The policy maps observation keys to model inputs and turns images into float (3, H, W) in
+    [0, 1] at the configured size; normalising states is left to the model."""
+    policy, fake = known_policy(chunk=4, image=True, query_period=1)
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 10, 12, 3), dtype=np.uint8)
+    states = np.array([[0.5, 1.0, -1.0], [2.0, 3.0, 4.0]], dtype=np.float32)
+    policy.select_action({"observation.state": states, "observation.images.top": frames, "observation.velocity": np.zeros(3)})
+    inputs = fake.inputs[0]
+    assert inputs["qpos"].dtype == torch.float32 and torch.equal(inputs["qpos"], torch.from_numpy(states))
+    assert inputs["top"].shape == (2, 3, 6, 6) and 0 <= inputs["top"].min() and inputs["top"].max() <= 1
+    torch.testing.assert_close(inputs["top"][1], image_tensor(frames[1], (6, 6)))
+    with pytest.raises(InputError, match="missing 'observation.images.top' \\(model input 'top'\\)"):
+        policy.select_action(STATE)
+
+    # With the real model: the action is the model's own (normalising, un-normalising) output.
+    model = build(tiny_act(chunk=4, image=True))
+    real = ActionChunkPolicy(model, FEATURES, image_size=[6, 6], query_period=1)
+    action = real.select_action({"observation.state": states[0], "observation.images.top": frames[0]})
+    expected = model.sample({"qpos": torch.from_numpy(states[:1]), "top": image_tensor(frames[0], (6, 6))[None]}, latent="mean")
+    np.testing.assert_allclose(action, expected["action"][0, 0].numpy(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on recorded episodes, replay.
+
+
+def spinning_episodes(lengths=(12, 5, 10)):
+    """Episode e: a point turning at 0.3 rad per step from phase 2e; the action is the next
+    position. Episode 1 is shorter than the chunk (K = 8)."""
+    episodes = []
+    for e, n in enumerate(lengths):
+        t = np.arange(n + 1)
+        angle = 2.0 * e + 0.3 * t
+        image = np.zeros((n, 8, 8, 3), np.uint8)
+        image[..., e] = 200
+        episodes.append({
+            "observation.state": np.stack([np.cos(angle), np.sin(angle), 0.1 * t], 1)[:n].astype(np.float32),
+            "observation.images.top": image,
+            "action": np.stack([np.sin(angle), 0.5 * np.cos(angle)], 1)[1:].astype(np.float32),
+            "task": "follow the circle",
+        })
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny ACT overfitted on episodes in the LeRobot layout; the same episodes as ACT HDF5."""
+    root = tmp_path_factory.mktemp("act")
+    write_lerobot_dataset(root / "lerobot", spinning_episodes(), fps=10)
+    write_act_hdf5(root / "hdf5", spinning_episodes())
+    config = from_dict(RunConfig, {
+        "model": tiny_act(),
+        "data": {"type": "lerobot", "path": str(root / "lerobot"), "features": FEATURES, "chunk_size": K, "image_size": [6, 6], "val_fraction": 0.0},
+        "train": {"output_dir": str(root / "run"), "steps": 200, "batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "eval_every": 0,
+                  "checkpoint_every": 0, "progress_bar": False, "trackers": []},
+    })
+    train(config)
+    return root
+
+
+# An untrained model is off by about 0.45 here (actions span [-1, 1]); 200 steps reach about 0.01.
+L1_THRESHOLD = 0.05
+
+
+@pytest.mark.parametrize("options", [[], ["--query-period", "1"], ["--temporal-ensemble", "0.5"]])
+def test_policy_reproduces_the_recorded_actions(trained, options):
+    reports = {}
+    for layout in ("lerobot", "hdf5"):
+        out = trained / f"replay_{layout}.json"
+        assert main(["replay", "--model", str(trained / "run" / "model"), "--data", str(trained / layout), "--out", str(out), *options]) == 0
+        reports[layout] = json.loads(out.read_text())
+    report = reports["lerobot"]
+    assert [e["frames"] for e in report["episodes"]] == [12, 5, 10] and report["frames"] == 27
+    assert report["l1"] < L1_THRESHOLD, report
+    assert max(e["l1"] for e in report["episodes"]) < 2 * L1_THRESHOLD
+    assert reports["hdf5"]["l1"] == pytest.approx(report["l1"], rel=1e-5)
+
+
+def test_replay_selects_episodes_and_names_unknown_ones(trained):
+    from cvae_bridge.pipelines.policy import replay_episodes
+
+    report = replay_episodes(trained / "run" / "model", trained / "hdf5", episodes=[1], query_period=2)
+    assert [e["episode"] for e in report["episodes"]] == [1] and report["query_period"] == 2
+    with pytest.raises(InputError, match=r"episodes: \[7\] are not in"):
+        replay_episodes(trained / "run" / "model", trained / "hdf5", episodes=[7])
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped configs.
+
+
+def test_act_image_config_has_act_sizes():
+    config = load_run_config(CONFIGS / "act_aloha.yaml")
+    model = ConditionalVAE(config.model)
+    count = sum(p.numel() for p in model.parameters())
+    assert 78e6 < count < 84e6, count  # ACT's paper: about 80M; this config: 80.7M
+    decoder = config.model.targets["action"].decoder
+    assert (decoder.encoder_layers, decoder.decoder_layers, decoder.ff_dim, decoder.chunk_size) == (4, 7, 3200, 100)
+    with torch.inference_mode():  # total stride 32, as ResNet18: 480x640 -> 15x20 tokens
+        tokens = model.condition_encoders["top"](torch.zeros(1, 3, 480, 640))
+    assert tokens.x.shape == (1, 300, 512)
+
+
+def act_episodes(lengths=(30, 20)):
+    rng = np.random.default_rng(0)
+    return [{
+        "observation.state": rng.normal(size=(n, 14)).astype(np.float32),
+        "observation.environment_state": rng.normal(size=(n, 7)).astype(np.float32),
+        "action": rng.normal(size=(n, 14)).astype(np.float32),
+    } for n in lengths]
+
+
+@pytest.mark.parametrize("layout", ["lerobot", "act_hdf5"])
+def test_state_config_trains_from_either_format(tmp_path, layout):
+    data = tmp_path / "data"
+    if layout == "lerobot":
+        write_lerobot_dataset(data, act_episodes(), fps=50)
+    else:
+        write_act_hdf5(data, act_episodes())
+    settings = [f"data.type={layout}", f"data.path={data}", f"train.output_dir={tmp_path / 'run'}", "train.steps=2",
+                "train.batch_size=4", "train.eval_every=0", "train.progress_bar=false", "train.trackers=[]"]
+    assert main(["train", str(CONFIGS / "act_aloha_state.yaml"), *[a for s in settings for a in ("--set", s)]]) == 0
+    policy = ActionChunkPolicy.from_pretrained(tmp_path / "run" / "model", temporal_ensemble=0.01)
+    action = policy.select_action({"observation.state": np.zeros(14), "observation.environment_state": np.zeros(7)})
+    assert action.shape == (14,) and np.isfinite(action).all()
+
+
+def test_instruction_variant_builds_and_takes_the_task_text():
+    overrides = ["model.conditions.instruction={type: text, output: tokens}", "data.instruction_key=instruction"]
+    config = load_run_config(CONFIGS / "act_aloha_state.yaml", overrides)
+    model = ConditionalVAE(config.model)
+    model.set_normalization({n: (torch.zeros(d), torch.ones(d)) for n, d in (("qpos", 14), ("env_state", 7), ("action", 14))})
+    policy = ActionChunkPolicy(model, config.data.features, instruction_key=config.data.instruction_key)
+    observation = {"observation.state": np.zeros((2, 14)), "observation.environment_state": np.zeros((2, 7))}
+    assert policy.select_action(observation, ["transfer the cube", "insert the peg"]).shape == (2, 14)
+    policy.reset()
+    with pytest.raises(InputError, match="conditioned on 'instruction'; pass the task text"):
+        policy.select_action(observation)
