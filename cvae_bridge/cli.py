@@ -63,6 +63,28 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demos(args: argparse.Namespace) -> int:
+    from .envs.demos import format_demos_report, generate_demos
+
+    report = generate_demos(args.suite, args.tasks, args.episodes, args.seed, args.out, args.keep_failures, args.render)
+    print(format_demos_report(report))
+    print(f"wrote {args.out} (LeRobot v3) and {Path(args.out) / 'demos.json'}")
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from .evaluation.rollout import evaluate_policy, markdown_table
+
+    report = evaluate_policy(
+        args.model, args.suite, args.tasks, args.episodes, args.seed, args.temporal_ensemble, args.query_period,
+        args.phrasings, args.video_dir, args.videos, args.batch_size, args.out, args.device,
+    )
+    out = Path(args.out or Path(args.model).parent / "rollout")
+    print(markdown_table(report), end="")
+    print(f"wrote {out / 'success.json'} and {out / 'success.md'}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .registry import REGISTRIES
 
@@ -120,6 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", help="JSON file to write (default: replay.json beside the model folder)")
     replay.add_argument("--device", default="cpu")
     replay.set_defaults(run=_replay)
+
+    demos = commands.add_parser("demos", help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset")
+    demos.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
+    demos.add_argument("--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)")
+    demos.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
+    demos.add_argument("--seed", type=int, default=0, help="episode i of each task runs from seed SEED + i (default: 0)")
+    demos.add_argument("--out", required=True, help="dataset folder to write (replaced if it exists)")
+    demos.add_argument("--render", action="store_true", help="also store the top camera as observation.images.top (MUJOCO_GL=egl)")
+    demos.add_argument("--keep-failures", action="store_true", help="keep the experts' failed episodes too (default: successful only)")
+    demos.set_defaults(run=_demos)
+
+    rollout = commands.add_parser("rollout", help="run a trained policy in the simulator; success per task in success.json / success.md")
+    rollout.add_argument("--model", required=True, help="a model folder written by training")
+    rollout.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
+    rollout.add_argument("--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)")
+    rollout.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
+    rollout.add_argument("--seed", type=int, help="episode i runs from seed SEED + i (default: 100000, past the demos' seeds)")
+    rollout.add_argument("--query-period", type=int, help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)")
+    rollout.add_argument("--temporal-ensemble", type=float, metavar="M", help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01")
+    rollout.add_argument("--phrasings", choices=["train", "heldout"], default="train", help="instruction phrasings for a language-conditioned policy")
+    rollout.add_argument("--video-dir", help="save GIFs of the first --videos episodes of each task here")
+    rollout.add_argument("--videos", type=int, default=2, help="episodes per task saved as GIFs with --video-dir (default: 2)")
+    rollout.add_argument("--batch-size", type=int, default=10, help="episodes run side by side, one policy call per step (default: 10)")
+    rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")
+    rollout.add_argument("--device", default="cpu")
+    rollout.set_defaults(run=_rollout)
 
     listing = commands.add_parser("list", help="list registered components, plugins included")
     listing.set_defaults(run=_list)

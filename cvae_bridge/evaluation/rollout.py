@@ -15,8 +15,10 @@ task drawn with the episode's seed from the "train" phrasings (those of the demo
 "heldout" ones (never seen in training).
 
 Writes `success.json` (per task: success rate, per-episode seed / success / steps / instruction,
-timing; the mean over tasks) and `success.md` (a table), and with `video_dir` a GIF of the first
-`videos_per_task` episodes of each task.
+seconds per episode and the policy's share of them; the mean over tasks) and `success.md` (a
+table), and with `video_dir` a GIF of the first `videos_per_task` episodes of each task. Rendering
+runs at every step of a recorded episode: in software (no GPU) that is 0.1 s (ALOHA) to 0.25 s
+(Meta-World) per frame, so keep the recorded episodes few.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def evaluate_policy(
     """Run the policy of `model_dir` for `episodes` episodes per task; see the module docstring.
 
     `tasks`: names, "all"/"mt10", or None for every task of the suite. `seed`: of the first
-    episode, EVAL_SEED when None. `out`: the folder for
+    episode, EVAL_SEED when None. `video_dir`: GIFs of the first `videos_per_task` episodes of
+    each task, named <task>_<episode>_seed<seed>_<success|failure>.gif. `out`: the folder for
     success.json and success.md (default: rollout/ beside the model folder). Returns the report.
     """
     if phrasings not in ("train", "heldout"):

@@ -1,0 +1,141 @@
+"""Demonstration datasets from the scripted experts, in the LeRobot v3 layout.
+
+    generate_demos("metaworld", "mt10", episodes_per_task=50, seed=0, out="data/metaworld_mt10")
+    generate_demos("aloha", ["transfer_cube"], 50, 0, "data/aloha_transfer_cube", render=True)
+
+All tasks of a call go into one dataset. Episode i of every task runs from seed `seed + i` (as
+`scripted_episodes` does), and its LeRobot task is its instruction: a training phrasing drawn with
+that seed. Features: "observation.state", "action", "observation.environment_state" (ALOHA only)
+and, with `render`, "observation.images.top" (240x320, what configs/act_aloha.yaml reads; it needs
+offscreen rendering, MUJOCO_GL=egl). Rendered frames stay in memory until the dataset is written
+(about 92 MB per 400-step ALOHA episode), and software rendering (no GPU) takes 0.1-0.25 s a frame.
+
+By default only successful episodes are kept (an imitation policy should not learn the experts'
+failures); `demos.json` in the dataset folder, and the "demos" entry of meta/info.json, say so and
+give the experts' success rate per task. Demonstrations start at seed 0 (`cvae-bridge demos`'
+default) and rollout evaluation at EVAL_SEED (100000), so that a policy is never scored on the
+initial states it was trained on; `cvae_bridge.evaluation.rollout` checks this against demos.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..data.lerobot import INFO_PATH, write_lerobot_dataset
+from ..errors import ConfigError, InputError
+from . import list_tasks, scripted_episodes
+
+EVAL_SEED = 100_000  # first seed of rollout evaluation, far above the demonstrations'
+DEMOS_FILE = "demos.json"
+# Names that stand for every task of a suite.
+ALL_TASKS = {"metaworld": ("all", "mt10"), "aloha": ("all",)}
+ROBOT_TYPES = {"metaworld": "sawyer", "aloha": "aloha"}
+
+
+def resolve_tasks(suite: str, tasks: str | Sequence[str] | None) -> list[str]:
+    """Task names of a suite from a name, a list of names, an alias ("mt10") or None (all tasks)."""
+    known = list_tasks(suite)
+    names = [tasks] if isinstance(tasks, str) else list(tasks or ["all"])
+    resolved: list[str] = []
+    for name in names:
+        if name in ALL_TASKS[suite]:
+            resolved.extend(known)
+        elif name in known:
+            resolved.append(name)
+        else:
+            raise ConfigError(f"tasks: unknown {suite} task {name!r}; expected one of {known} or {list(ALL_TASKS[suite])}")
+    return list(dict.fromkeys(resolved))  # each task once, in the order given
+
+
+def generate_demos(
+    suite: str,
+    tasks: str | Sequence[str] | None,
+    episodes_per_task: int,
+    seed: int,
+    out: str | Path,
+    keep_failures: bool = False,
+    render: bool = False,
+) -> dict[str, Any]:
+    """Run the scripted experts and write their episodes as one LeRobot dataset at `out`.
+
+    Returns the report also written to `out`/demos.json: per task the expert's success rate, the
+    episodes kept and their seeds; the mean success rate over tasks; the generation time.
+    """
+    task_names = resolve_tasks(suite, tasks)
+    if isinstance(episodes_per_task, bool) or not isinstance(episodes_per_task, int) or episodes_per_task < 1:
+        raise ConfigError(f"episodes_per_task: expected a positive int, got {episodes_per_task!r}")
+    start = time.perf_counter()
+    kept: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # one per kept episode, in dataset order
+    per_task: dict[str, dict[str, Any]] = {}
+    fps = None
+    for task in task_names:
+        task_start = time.perf_counter()
+        episodes = scripted_episodes(suite, task, episodes_per_task, seed, render=render)
+        successes = sum(e.success for e in episodes)
+        chosen = [e for e in episodes if e.success or keep_failures]
+        for episode in chosen:
+            rows.append({"episode_index": len(kept), "task": task, "seed": episode.seed, "instruction": episode.instruction,
+                         "success": episode.success, "length": len(episode)})
+            kept.append({**episode.frames, "action": episode.action, "task": episode.instruction})
+        fps = episodes[0].fps
+        per_task[task] = {
+            "episodes": len(episodes),
+            "successes": successes,
+            "success_rate": successes / len(episodes),
+            "kept": len(chosen),
+            "seeds": [seed, seed + episodes_per_task - 1],
+            "mean_length": sum(len(e) for e in chosen) / max(len(chosen), 1),
+            "time_s": time.perf_counter() - task_start,
+        }
+    if not kept:
+        raise InputError(f"{suite} {task_names}: no successful expert episode to keep (pass keep_failures=True to keep failures)")
+
+    out = Path(out)
+    write_lerobot_dataset(out, kept, fps=fps, robot_type=ROBOT_TYPES[suite])
+    report = {
+        "suite": suite,
+        "tasks": per_task,
+        "mean_success_rate": sum(t["success_rate"] for t in per_task.values()) / len(per_task),
+        "episodes_per_task": episodes_per_task,
+        "seed": seed,
+        "kept": "every episode" if keep_failures else "successful episodes only",
+        "render": render,
+        "fps": fps,
+        "total_episodes": len(kept),
+        "total_frames": sum(r["length"] for r in rows),
+        "time_s": time.perf_counter() - start,
+        "episodes": rows,
+    }
+    _write_json(out / DEMOS_FILE, report)
+    # Readers of the dataset alone (LeRobot tools) see where it came from and what was kept.
+    info = json.loads((out / INFO_PATH).read_text())
+    info["demos"] = {key: report[key] for key in ("suite", "seed", "episodes_per_task", "kept", "mean_success_rate")}
+    info["demos"]["details"] = DEMOS_FILE
+    _write_json(out / INFO_PATH, info)
+    return report
+
+
+def format_demos_report(report: dict[str, Any]) -> str:
+    """The per-task table printed by `cvae-bridge demos`."""
+    lines = [f"{'task':<26} {'expert success':>15} {'kept':>6} {'mean length':>12} {'s/episode':>10}"]
+    for task, row in report["tasks"].items():
+        lines.append(
+            f"{task:<26} {row['successes']:>5}/{row['episodes']:<4} {100 * row['success_rate']:>4.0f}% {row['kept']:>6} "
+            f"{row['mean_length']:>12.1f} {row['time_s'] / row['episodes']:>10.3f}"
+        )
+    lines.append(f"{'mean over ' + str(len(report['tasks'])) + ' task(s)':<26} {100 * report['mean_success_rate']:>14.1f}%")
+    lines.append(f"kept {report['kept']}: {report['total_episodes']} episodes, {report['total_frames']} frames")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write through a temporary file, so that a crash never leaves half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
