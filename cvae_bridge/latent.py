@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange, repeat
+from einops import repeat
 from torch import nn
 
 from .config import PosteriorConfig, PriorConfig, component
@@ -127,6 +127,11 @@ class Prior(nn.Module):
     def forward(self, parts: list[Tokens], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def kl(self, mu_q: torch.Tensor, logvar_q: torch.Tensor, parts: list[Tokens]) -> torch.Tensor:
+        """KL(q || p) per example and dimension, (B, L)."""
+        mu_p, logvar_p = self(parts, mu_q.shape[0])
+        return gaussian_kl(mu_q, logvar_q, mu_p.to(mu_q), logvar_p.to(mu_q))
+
 
 @dataclass
 class StandardPriorConfig(PriorConfig):
@@ -146,6 +151,10 @@ class StandardNormalPrior(Prior):
     @staticmethod
     def _device(parts: list[Tokens]) -> torch.device | None:
         return parts[0].x.device if parts else None
+
+    def kl(self, mu_q: torch.Tensor, logvar_q: torch.Tensor, parts: list[Tokens]) -> torch.Tensor:
+        # The closed form against N(0, I), without materialising the prior's zeros.
+        return 0.5 * (mu_q.pow(2) + logvar_q.exp() - 1.0 - logvar_q)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch import nn
 from .config import ModelConfig
 from .errors import ConfigError, InputError
 from .hub import load_pretrained, save_pretrained
-from .latent import gaussian_kl, gaussian_log_prob, reparameterize
+from .latent import gaussian_log_prob, reparameterize
 from .modalities.base import Tokens
 from .registry import DECODERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
 from .sharpen import Sharpener
@@ -248,32 +248,32 @@ class ConditionalVAE(nn.Module):
         log_probs = self._target_log_probs(params, batch)
 
         out: dict[str, torch.Tensor] = {}
-        loss = z.new_zeros(())
+        terms: list[torch.Tensor] = []  # the parts of the optimised loss
         for name, log_p in log_probs.items():
             target = self.config.targets[name]
             rec = -log_p.mean()
             out[f"rec_{name}"] = rec.detach()
-            per_element = rec / self._elements(name, batch) if target.reduction == "mean" else rec
-            loss = loss + target.weight * per_element
-        nelbo = sum(out[f"rec_{n}"] for n in log_probs)
+            if target.reduction == "mean":
+                rec = rec / self._elements(name, batch)
+            terms.append(rec if target.weight == 1.0 else target.weight * rec)
+        nelbo = sum(out.values())
         if step is not None:  # sharpening terms are training losses only
             for name, sharpener in self.sharpeners.items():
                 x_hat = self.decoders[name].from_sites(self.heads[name].mean(params[name]))
-                terms = sharpener(batch[name], x_hat, step)
-                loss = loss + terms.pop("loss")
-                out.update({f"{term}_{name}": value.detach() for term, value in terms.items()})
+                parts = sharpener(batch[name], x_hat, step)
+                terms.append(parts.pop("loss"))
+                out.update({f"{term}_{name}": value.detach() for term, value in parts.items()})
         if not self.config.deterministic:
-            mu_p, logvar_p = self._prior(conditions, size)
-            kl_dims = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)  # (L,), batch-averaged
+            kl_dims = self.prior.kl(mu_q, logvar_q, list(conditions.values())).mean(0)  # (L,), batch-averaged
             kl = kl_dims.sum()
             beta = self.beta(step)
             free = kl_dims.clamp(min=self.config.kl.free_bits).sum() if self.config.kl.free_bits > 0 else kl
-            loss = loss + beta * free
-            nelbo = nelbo + kl.detach()
+            terms.append(beta * free)
             out["kl"] = kl.detach()
             out["beta"] = torch.tensor(beta)
+            nelbo = nelbo + out["kl"]
         out["nelbo"] = nelbo
-        out["loss"] = loss
+        out["loss"] = sum(terms[1:], terms[0])
         return out
 
     def _elements(self, name: str, batch: Batch) -> torch.Tensor | float:

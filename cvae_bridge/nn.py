@@ -51,6 +51,8 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, activation: type[nn.Module
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid tokens: (B, N, D), (B, N) -> (B, D); zeros where a row has no valid token."""
+    if tokens.shape[1] == 1:  # a single token (a vector, a pooled caption): no division needed
+        return tokens[:, 0] * mask.to(tokens.dtype)
     weight = mask.to(tokens.dtype).unsqueeze(-1)
     return (tokens * weight).sum(1) / weight.sum(1).clamp(min=1.0)
 

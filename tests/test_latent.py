@@ -44,3 +44,12 @@ def test_temperature_scales_the_spread():
     mu, logvar = torch.zeros(20_000, 2), torch.zeros(20_000, 2)
     assert abs(reparameterize(mu, logvar, temperature=0.5).std().item() - 0.5) < 0.02
     assert torch.equal(reparameterize(mu, logvar, temperature=0.0), mu)
+
+
+def test_standard_prior_closed_form_matches_the_general_kl():
+    from cvae_bridge.config import PriorConfig, component
+    from cvae_bridge.latent import StandardNormalPrior
+
+    prior = StandardNormalPrior(component(PriorConfig, "standard"), d_model=8, latent_dim=3, num_conditions=0)
+    mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
+    torch.testing.assert_close(prior.kl(mu, logvar, []), gaussian_kl(mu, logvar, torch.zeros(5, 3), torch.zeros(5, 3)))

@@ -126,7 +126,7 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path):
     big = Trainer(run_config(tmp_path / "big", model=model, batch_size=32, max_grad_norm=0.5))
     accumulated = Trainer(run_config(tmp_path / "acc", model=model, batch_size=16, grad_accum=2, max_grad_norm=0.5))
     micro = accumulated._batches(0)
-    a, clips_a = clipped_gradients(big, next(big._batches(0)))
+    a, clips_a = clipped_gradients(big, [next(big._batches(0))])
     b, clips_b = clipped_gradients(accumulated, [next(micro), next(micro)])
     assert clips_a == clips_b == 1
     assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in b.values()])) == pytest.approx(0.5, rel=1e-4)

@@ -149,9 +149,10 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         metrics: dict[str, float] = {}
         tick, seen = time.perf_counter(), 0
+        self.model.train()  # once: evaluation switches it back after its own eval()
         with self._signals():
             while step < cfg.steps:
-                figures = self._step(next(batches) if cfg.grad_accum == 1 else [next(batches) for _ in range(cfg.grad_accum)], step)
+                figures = self._step([next(batches) for _ in range(cfg.grad_accum)], step)
                 step += 1
                 seen += cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes
                 for key, value in figures.items():
@@ -211,26 +212,24 @@ class Trainer:
                 yield send_to_device(item, self.accelerator.device)
             epoch, batch = epoch + 1, 0
 
-    def _step(self, micro_batches: dict | list[dict], step: int) -> dict[str, float]:
+    def _step(self, micro_batches: list[dict], step: int) -> dict[str, float]:
         """One optimiser step over one or more micro-batches; returns the averaged loss parts."""
         cfg = self.config.train
-        micro_batches = micro_batches if isinstance(micro_batches, list) else [micro_batches]
-        self.model.train()
-        totals: dict[str, torch.Tensor] = {}
+        figures: dict[str, float] = defaultdict(float)
         finite = True
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # Gradients are all-reduced only on the last micro-batch of an optimiser step.
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
                 out = self.model(batch, step=step)
-                loss = out["loss"] / len(micro_batches)
-                if not self._agreed(not bool(torch.isfinite(loss))):
-                    self.accelerator.backward(loss)
+                # One transfer to the host for every loss part, the finiteness check included.
+                values = dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).tolist()))
+                if not self._agreed(not math.isfinite(values["loss"])):
+                    self.accelerator.backward(out["loss"] / len(micro_batches))
                 else:
                     finite = False
-            for key, value in out.items():
-                totals[key] = totals.get(key, 0.0) + value.detach().float() / len(micro_batches)
-        figures = {k: v.item() for k, v in totals.items()}
+            for key, value in values.items():
+                figures[key] += value / len(micro_batches)
         if finite and cfg.max_grad_norm > 0:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             figures["grad_norm"] = float(norm)
@@ -290,6 +289,7 @@ class Trainer:
                     self.accelerator.print(f"warning: step {step}: {warning}")
                     self._log("warning", step, {"message": warning})
                 self._write_samples(model, self.output_dir / "samples" / f"step_{step:08d}.png")
+                model.train()
         self.accelerator.wait_for_everyone()
 
     def _write_samples(self, model: ConditionalVAE, path: Path) -> None:
