@@ -3,11 +3,18 @@
 __version__ = "0.1.0"
 
 from . import data, likelihoods, modalities  # noqa: F401  (registers the built-in parts)
-from .config import ModelConfig, TargetConfig, KLConfig, component, from_dict, to_dict
-from .model import ConditionalVAE
-from .modalities.base import Decoder, Encoder, Tokens
+from .config import KLConfig, ModelConfig, RunConfig, TargetConfig, component, from_dict, load_run_config, to_dict
 from .likelihoods import LikelihoodHead
+from .modalities.base import Decoder, Encoder, Tokens
+from .model import ConditionalVAE
 from .registry import (
     list_datasets, list_decoders, list_encoders, list_likelihoods, list_posteriors, list_priors,
     register_dataset, register_decoder, register_encoder, register_likelihood, register_posterior, register_prior,
 )
+
+__all__ = [
+    "ConditionalVAE", "Decoder", "Encoder", "KLConfig", "LikelihoodHead", "ModelConfig", "RunConfig", "TargetConfig",
+    "Tokens", "component", "from_dict", "load_run_config", "to_dict",
+    "list_datasets", "list_decoders", "list_encoders", "list_likelihoods", "list_posteriors", "list_priors",
+    "register_dataset", "register_decoder", "register_encoder", "register_likelihood", "register_posterior", "register_prior",
+]

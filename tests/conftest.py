@@ -1,9 +1,14 @@
 """Tiny models built from configs, and small batches for them."""
 
+import os
+
 import pytest
 import torch
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
+
+# Headless MuJoCo rendering: must be chosen before mujoco is first imported by any test.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 TINY_CONFIGS = {
     # An unconditional MLP VAE on flattened 6x6 "images".

@@ -103,7 +103,7 @@ def logistic_mixture_reference(params, x, components):
             value = 2 * x[b, s, 0] - 1
             terms = []
             for m in range(components):
-                logit, mean, log_scale = p[m, 0], p[m, 1], p[m, 2].clamp(min=-7)
+                mean, log_scale = p[m, 1], p[m, 2].clamp(min=-7)
                 cdf = lambda v: torch.sigmoid((v - mean) * torch.exp(-log_scale))  # noqa: E731
                 if value < -0.999:
                     mass = cdf(value + 1 / 255)

@@ -7,8 +7,6 @@ gym_aloha.
 """
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,6 @@ from cvae_bridge.config import DatasetConfig, from_dict, load_run_config, to_dic
 from cvae_bridge.data import build_source
 from cvae_bridge.envs import draw_instruction, instructions, list_tasks
 from cvae_bridge.errors import ConfigError
-
-if sys.platform.startswith("linux"):
-    os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is first imported (needs() imports it), as cvae_bridge.envs does
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 MW_TASKS = ["reach-v3", "push-v3"]

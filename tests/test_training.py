@@ -53,7 +53,7 @@ def interrupt_at(monkeypatch, at_step):
 @pytest.mark.parametrize("settings", [{}, {"grad_accum": 2, "num_workers": 2}])
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, settings):
     """22 batches per epoch: the run crosses epochs, and is interrupted mid-epoch by SIGINT."""
-    straight = train(run_config(tmp_path / "a", **settings))
+    train(run_config(tmp_path / "a", **settings))
     interrupt_at(monkeypatch, 12)
     first = train(run_config(tmp_path / "b", **settings))
     assert first.status == "interrupted" and first.step == 13

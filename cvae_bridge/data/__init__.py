@@ -1,6 +1,6 @@
 """Datasets: paired image/text sets and robot episodes. Importing registers the built-in sources."""
 
-from . import images, robot  # noqa: F401
+from . import act_hdf5, images, lerobot  # noqa: F401
 from .base import DataSource, PairedDataset, Sample, Split
 
 __all__ = ["DataSource", "PairedDataset", "Sample", "Split", "build_source"]

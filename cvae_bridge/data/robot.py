@@ -491,19 +491,3 @@ def episode_to_write(item: Episode | Mapping[str, Any], position: int) -> tuple[
     if next(iter(lengths.values())) == 0:
         raise InputError(f"episode {position}: the episode has no frames")
     return arrays, task
-
-
-def __getattr__(name: str) -> Any:
-    # Convenience re-exports, resolved lazily to keep the submodules free of import cycles.
-    if name in ("ActHdf5Source", "write_act_hdf5"):
-        from . import act_hdf5
-
-        return getattr(act_hdf5, name)
-    if name in ("LeRobotSource", "write_lerobot_dataset"):
-        from . import lerobot
-
-        return getattr(lerobot, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from . import act_hdf5, lerobot  # noqa: E402,F401  (registers the "act_hdf5" and "lerobot" sources)

@@ -21,7 +21,7 @@ from PIL import Image
 from cvae_bridge.config import DatasetConfig, from_dict
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.registry import DATASETS, list_datasets
-from cvae_bridge.data import robot  # noqa: F401  (registers the sources)
+
 from cvae_bridge.data.act_hdf5 import write_act_hdf5
 from cvae_bridge.data.lerobot import write_lerobot_dataset
 
