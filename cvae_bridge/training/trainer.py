@@ -25,7 +25,7 @@ from typing import Any, Iterator, Literal
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -65,6 +65,12 @@ def check_first_batch(model: ConditionalVAE, dataset: Dataset, batch_size: int, 
         model.check_batch(batch)
     except InputError as error:
         raise InputError(f"{where}: {error}") from None
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move a collated batch, a flat dict of tensors and lists of strings (captions), to `device`.
+    Only the tensors are visited: Accelerate's send_to_device would walk every caption."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -209,7 +215,7 @@ class Trainer:
         while True:
             self.sampler.set_position(epoch, batch)
             for item in self.loader:
-                yield send_to_device(item, self.accelerator.device)
+                yield to_device(item, self.accelerator.device)
             epoch, batch = epoch + 1, 0
 
     def _step(self, micro_batches: list[dict], step: int) -> dict[str, float]:
@@ -278,7 +284,7 @@ class Trainer:
                 model = self.unwrapped.eval()
                 loader = DataLoader(self.eval_set, batch_size=self.config.train.batch_size)
                 sums: dict[str, float] = defaultdict(float)
-                batches = [send_to_device(batch, self.accelerator.device) for batch, _ in zip(loader, range(self.config.train.eval_batches))]
+                batches = [to_device(batch, self.accelerator.device) for batch, _ in zip(loader, range(self.config.train.eval_batches))]
                 for batch in batches:
                     for key, value in model(batch).items():
                         sums[key] += value.item()
