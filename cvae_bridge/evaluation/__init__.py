@@ -11,7 +11,7 @@ from .classifier import (
 )
 from .diversity import pairwise_diversity
 from .evaluate import evaluate
-from .fid import FeatureExtractor, fid, frechet_distance
+from .fid import FeatureExtractor, frechet_distance
 
 __all__ = [
     "ClassifierArgs",
@@ -19,7 +19,6 @@ __all__ = [
     "ImageClassifier",
     "default_cache_dir",
     "evaluate",
-    "fid",
     "fingerprint",
     "frechet_distance",
     "load_classifier",

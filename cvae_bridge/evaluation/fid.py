@@ -95,7 +95,3 @@ def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarr
     distance = float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
     return max(distance, 0.0)  # round-off can make identical sets come out at -1e-12
 
-
-def fid(images_a: torch.Tensor, images_b: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 100) -> float:
-    """Frechet distance between two image sets (N, C, H, W) in [0, 1] on `extractor`'s features."""
-    return frechet_distance(extractor.features(images_a, batch_size), extractor.features(images_b, batch_size))
