@@ -7,6 +7,7 @@ import yaml
 
 from cvae_bridge.cli import main
 from cvae_bridge.config import RunConfig, from_dict, load_run_config, read_yaml, to_dict
+from cvae_bridge.data.images import DIGIT_CAPTIONS
 from cvae_bridge.defaults import default_run_config
 
 TINY_T2I = {
@@ -56,9 +57,11 @@ def test_eval_writes_metrics(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_BRIDGE_CACHE", str(tmp_path / "cache"))
     assert main(["eval", "--model", str(trained / "model"), "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    for key in ("faithfulness", "faithfulness_train_phrasings", "classifier_test_accuracy", "nll_nats", "bits_per_dim", "fid", "fid_floor", "diversity"):
+    for key in ("faithfulness", "faithfulness_train_phrasings", "faithfulness_worst", "classifier_test_accuracy", "nll_nats", "bits_per_dim", "fid", "fid_floor", "diversity"):
         assert isinstance(metrics[key], float), key
     assert 0 <= metrics["faithfulness"] <= 1 and metrics["nll_nats"] > 0 and metrics["fid"] > 0
+    assert metrics["faithfulness_worst"] <= metrics["faithfulness"]
+    assert metrics["faithfulness_worst_prompt"] in [caption for caption, _ in DIGIT_CAPTIONS.prompts("heldout")]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * 0.6931471805599453))
     assert "| nll_nats |" in (tmp_path / "eval" / "metrics.md").read_text()
     assert (tmp_path / "eval" / "grid.png").is_file()

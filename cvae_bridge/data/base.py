@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, default_collate
 
 from ..config import DatasetConfig
@@ -75,6 +76,12 @@ def collate(samples: Sequence[Sample], where: str) -> dict[str, Any]:
             kinds = sorted({_kind(sample[key]) for sample in samples})
             raise InputError(f"{where}: {key!r} differs between samples ({', '.join(kinds)}); every sample needs the same shape and type: {error}") from None
     return batch
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Move a collated batch, a flat dict of tensors and lists of strings (captions), to `device`.
+    Only the tensors are visited: Accelerate's send_to_device would walk every caption."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _kind(value: Any) -> str:

@@ -1,7 +1,8 @@
 """`cvae-bridge eval`: metrics of a trained model folder, written as metrics.json + metrics.md.
 
     faithfulness   accuracy of a classifier (trained by the project on the real training images)
-                   on images generated from the held-out phrasings of every class
+                   on images generated from the held-out phrasings of every class; also on the
+                   training phrasings, and for the held-out prompt the classifier misreads most
     nll_nats       test negative log-likelihood, importance-weighted bound with K samples (IWAE),
     bits_per_dim   and the same per image dimension in bits
     fid, fid_floor Frechet distance on EfficientNet-Lite0 features, generated vs real test images,
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import RunConfig, apply_overrides, from_dict
 from ..data import DataSource, build_source
+from ..data.base import to_device
 from ..hub import read_config
 from ..model import ConditionalVAE
 from .classifier import load_or_train_classifier
@@ -144,7 +146,13 @@ def faithfulness(model: ConditionalVAE, config: RunConfig, source: DataSource, s
         prompts = source.prompts(which)
         images = _generate(model, [c for c, _ in prompts], config.eval.samples_per_prompt, config.eval.temperature)
         labels = torch.tensor([label for _, label in prompts]).repeat_interleave(config.eval.samples_per_prompt)
-        result[key] = classifier.accuracy(images, labels)
+        correct = (classifier.predict(images) == labels).double()
+        result[key] = correct.mean().item()
+        if which == "heldout":  # where the failures are: the phrasing whose samples the classifier misreads most
+            per_prompt = correct.view(len(prompts), -1).mean(1)
+            worst = int(per_prompt.argmin())
+            result["faithfulness_worst"] = per_prompt[worst].item()
+            result["faithfulness_worst_prompt"] = prompts[worst][0]
     return result
 
 
@@ -163,8 +171,7 @@ def nll(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
     loader = DataLoader(subset, batch_size=max(1, 2000 // min(config.eval.nll_samples, 2000)))
     total, count = 0.0, 0
     for batch in loader:
-        batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        log_p = model.log_likelihood(batch, num_samples=config.eval.nll_samples, chunk_size=min(config.eval.nll_samples, 1000))
+        log_p = model.log_likelihood(to_device(batch, model.device), num_samples=config.eval.nll_samples, chunk_size=min(config.eval.nll_samples, 1000))
         total -= log_p.sum().item()
         count += len(log_p)
     nats = total / count
@@ -206,7 +213,7 @@ DIAGNOSTIC_EXAMPLES = 10_000
 def diagnostics(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset) -> dict[str, Any]:
     """Latent diagnostics (diagnostics.py) over the first DIAGNOSTIC_EXAMPLES of the evaluation split."""
     subset = torch.utils.data.Subset(split, range(min(DIAGNOSTIC_EXAMPLES, len(split))))
-    batches = ({k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in DataLoader(subset, batch_size=500))
+    batches = (to_device(batch, model.device) for batch in DataLoader(subset, batch_size=500))
     return latent_diagnostics(model, batches, seed=config.train.seed)
 
 METRICS = {"faithfulness": faithfulness, "nll": nll, "fid": fid, "diversity": diversity, "diagnostics": diagnostics}

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict, write_yaml
 from ..data import build_source
-from ..data.base import collate
+from ..data.base import collate, to_device
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..evaluation.diagnostics import training_diagnostics
 from ..evaluation.pictures import save_image_grid
@@ -65,12 +65,6 @@ def check_first_batch(model: ConditionalVAE, dataset: Dataset, batch_size: int, 
         model.check_batch(batch)
     except InputError as error:
         raise InputError(f"{where}: {error}") from None
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move a collated batch, a flat dict of tensors and lists of strings (captions), to `device`.
-    Only the tensors are visited: Accelerate's send_to_device would walk every caption."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
