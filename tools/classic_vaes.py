@@ -44,6 +44,8 @@ def run(name: str, out: Path, steps: int | None, overrides: list[str], device: s
     config = load_run_config(CONFIGS / f"{name}.yaml", settings)
     config.train.output_dir = str(out / f"{name}-{config.train.steps}{suffix}")
     result = train(config, resume=True)
+    if result.status == "interrupted":
+        raise SystemExit(f"{name}: training stopped at step {result.step}; run the same command again to resume it")
     # The eval settings are read from the run config stored with the model; these override it.
     metrics = evaluate(result.model_dir, Path(config.train.output_dir) / "eval", [s for s in settings if s.startswith("eval.")], device)
     return metrics, config.train.steps, (time.perf_counter() - start) / 60

@@ -44,7 +44,10 @@ def main() -> None:
     model_dir = args.model
     if model_dir is None:
         start = time.perf_counter()
-        model_dir = train(load_run_config(args.config, args.set)).model_dir
+        result = train(load_run_config(args.config, args.set))
+        if result.status == "interrupted":
+            raise SystemExit(f"training stopped at step {result.step}; resume it with cvae-bridge train {args.config} --resume")
+        model_dir = result.model_dir
         times["train_s"] = time.perf_counter() - start
     out = Path(args.out or Path(model_dir).parent / "eval_benchmark")
     start = time.perf_counter()
