@@ -46,7 +46,8 @@ def main() -> None:
         start = time.perf_counter()
         result = train(load_run_config(args.config, args.set))
         if result.status == "interrupted":
-            raise SystemExit(f"training stopped at step {result.step}; resume it with cvae-bridge train {args.config} --resume")
+            raise SystemExit(f"training stopped at step {result.step}; resume it with "
+                             f"cvae-bridge train {args.config} {' '.join(f'--set {s}' for s in args.set)} --resume")
         model_dir = result.model_dir
         times["train_s"] = time.perf_counter() - start
     out = Path(args.out or Path(model_dir).parent / "eval_benchmark")
