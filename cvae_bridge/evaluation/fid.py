@@ -94,4 +94,3 @@ def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarr
     trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
     distance = float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
     return max(distance, 0.0)  # round-off can make identical sets come out at -1e-12
-
