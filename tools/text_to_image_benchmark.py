@@ -1,9 +1,9 @@
 """T1-T4: text-to-image quality on MNIST / Fashion-MNIST, trained and evaluated in one run.
 
-Trains CONFIG (unless --model names a trained folder), then evaluates it with the reporting
-settings: faithfulness on held-out phrasings (a project-trained classifier), test NLL by IWAE with
-K samples on dynamically binarised images, Frechet distance on EfficientNet-Lite0 features next
-to the train-vs-test floor, diversity; all sampled at the config's eval temperature unless
+Trains CONFIG (unless --model names a trained folder; a run already in the config's output folder
+is resumed), then evaluates it with the reporting settings: faithfulness on held-out phrasings
+(a project-trained classifier), test NLL by IWAE with K samples on dynamically binarised images,
+Frechet distance on EfficientNet-Lite0 features next to the train-vs-test floor, diversity; all sampled at the config's eval temperature unless
 --temperature is given. Prints the figures and the wall time of each part.
 
     python tools/text_to_image_benchmark.py configs/mnist_text_to_image.yaml --k 5000 --nll-examples 1000
@@ -44,10 +44,9 @@ def main() -> None:
     model_dir = args.model
     if model_dir is None:
         start = time.perf_counter()
-        result = train(load_run_config(args.config, args.set))
+        result = train(load_run_config(args.config, args.set), resume=True)
         if result.status == "interrupted":
-            raise SystemExit(f"training stopped at step {result.step}; resume it with "
-                             f"cvae-bridge train {args.config} {' '.join(f'--set {s}' for s in args.set)} --resume")
+            raise SystemExit(f"training stopped at step {result.step}; run the same command again to resume it")
         model_dir = result.model_dir
         times["train_s"] = time.perf_counter() - start
     out = Path(args.out or Path(model_dir).parent / "eval_benchmark")
