@@ -4,7 +4,8 @@ Trains CONFIG (unless --model names a trained folder; a run already in the confi
 is resumed), then evaluates it with the reporting settings: faithfulness on held-out phrasings
 (a project-trained classifier), test NLL by IWAE with K samples on dynamically binarised images,
 Frechet distance on EfficientNet-Lite0 features next to the train-vs-test floor, diversity; all
-sampled at the config's eval temperature unless --temperature is given. Prints the figures and the wall time of each part.
+sampled at the config's eval temperature unless --temperature is given. Prints the figures and
+the wall time of each part.
 
     python tools/text_to_image_benchmark.py configs/mnist_text_to_image.yaml --k 5000 --nll-examples 1000
     python tools/text_to_image_benchmark.py configs/fashion_text_to_image.yaml --k 1000 --nll-examples 1000
