@@ -80,18 +80,22 @@ class Sharpener(nn.Module):
         return ["perceptual"] if self.perceptual is not None else []
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """Loss terms, each averaged over the batch. `loss` is what joins the training loss."""
-        on = float(step >= self.config.start_step)
+        """Loss terms, each averaged over the batch. `loss` is what joins the training loss.
+        Before `start_step` only the discriminator's own term is computed: the decoder's terms,
+        the perceptual network's forward and backward above all, would count for nothing."""
+        on = step >= self.config.start_step
         terms: dict[str, torch.Tensor] = {}
         loss = x.new_zeros(())
-        if self.perceptual is not None:
+        if self.perceptual is not None and on:
             terms["perceptual"] = self.perceptual(x, x_hat).mean()
-            loss = loss + on * self.config.perceptual_weight * terms["perceptual"]
+            loss = loss + self.config.perceptual_weight * terms["perceptual"]
         if self.discriminator is not None:
-            frozen = {n: p.detach() for n, p in self.discriminator.named_parameters()}
-            terms["adversarial"] = -functional_call(self.discriminator, frozen, (x_hat,)).mean()
+            if on:
+                frozen = {n: p.detach() for n, p in self.discriminator.named_parameters()}
+                terms["adversarial"] = -functional_call(self.discriminator, frozen, (x_hat,)).mean()
+                loss = loss + self.config.adversarial_weight * terms["adversarial"]
             real, fake = self.discriminator(x), self.discriminator(x_hat.detach())
             terms["discriminator"] = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-            loss = loss + on * self.config.adversarial_weight * terms["adversarial"] + terms["discriminator"]
+            loss = loss + terms["discriminator"]
         terms["loss"] = loss
         return terms

@@ -31,12 +31,13 @@ def test_adversarial_term_trains_only_the_decoder_and_the_discriminator_only_its
 
 
 def test_terms_count_from_the_start_step_while_the_discriminator_always_trains():
-    s = sharpener(adversarial_weight=2.0, start_step=10)
+    s = sharpener(perceptual_weight=3.0, perceptual_resolution=32, adversarial_weight=2.0, start_step=10)
     x, x_hat = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
     before = s(x, x_hat, step=9)
+    assert set(before) == {"discriminator", "loss"}  # the decoder's terms are not even computed
     torch.testing.assert_close(before["loss"], before["discriminator"])
     after = s(x, x_hat, step=10)
-    torch.testing.assert_close(after["loss"], after["discriminator"] + 2.0 * after["adversarial"])
+    torch.testing.assert_close(after["loss"], after["discriminator"] + 2.0 * after["adversarial"] + 3.0 * after["perceptual"])
 
 
 def test_perceptual_distance_is_zero_for_equal_images_and_frozen():
