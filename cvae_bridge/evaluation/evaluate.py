@@ -193,7 +193,9 @@ def fid(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
             raise ValueError("fid: only text-conditioned or unconditional image models are supported")
         generated = _generate(model, [c[key] for c in conditions], 1, config.eval.temperature)
     else:
-        generated = torch.cat([model.sample(num_samples=min(100, count - i))[target].clamp(0, 1).cpu() for i in range(0, count, 100)])
+        generated = torch.cat([
+            model.sample(num_samples=min(100, count - i), temperature=config.eval.temperature)[target].clamp(0, 1).cpu() for i in range(0, count, 100)
+        ])
     reference, _ = _stack_images(_unbinarized(source, config, "train"), count, target)
     extractor = FeatureExtractor(config.eval.fid_resolution, model.device)
     real_features = extractor.features(real)
