@@ -16,6 +16,7 @@ from cvae_bridge.evaluation.diagnostics import latent_diagnostics, training_diag
 from cvae_bridge.evaluation.pictures import PLANE_SIZE, write_pictures
 from cvae_bridge.latent import MLPPosterior
 from cvae_bridge.training import train
+from idx_files import idx_folder
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -33,13 +34,17 @@ TINY_RUN = ["data.limit=64", "train.steps=1", "train.batch_size=16", "train.eval
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """configs/<name>.yaml trained for one step on 64 examples (once per module), -> run folder."""
+    """configs/<name>.yaml trained for one step on 64 examples (once per module), -> run folder.
+    Fashion-MNIST configs read a 28x28 idx folder written here, not the Debian package."""
     runs = {}
+    fashion = tmp_path_factory.mktemp("fashion_idx")
+    idx_folder(fashion, gz=True, n_train=64, n_test=16, h=28, w=28)
 
     def get(name: str) -> Path:
         if name not in runs:
             out = tmp_path_factory.mktemp(name)
-            train(load_run_config(CONFIGS / f"{name}.yaml", [*TINY_RUN, f"train.output_dir={out}"]))
+            root = [f"data.root={fashion}"] if read_yaml(CONFIGS / f"{name}.yaml")["data"]["type"] == "fashion_mnist" else []
+            train(load_run_config(CONFIGS / f"{name}.yaml", [*TINY_RUN, *root, f"train.output_dir={out}"]))
             runs[name] = out
         return runs[name]
 
@@ -79,6 +84,21 @@ def test_autoencoder_has_no_kl_and_no_nll(trained, tmp_path):
     metrics = evaluate(run / "model", tmp_path, ["eval.nll_samples=2", "eval.nll_examples=4"])
     assert "nll" in metrics["skipped"] and "nll_nats" not in metrics and "kl_total" not in metrics
     assert metrics["active_units"] <= 2 and "latent_grid.png" in metrics["pictures"]
+
+
+def test_fid_of_an_unconditional_model_samples_at_the_eval_temperature(trained, tmp_path, monkeypatch):
+    run = trained("mlp_vae_mnist")  # trained before the spy is in place
+    temperatures = []
+    sample = ConditionalVAE.sample
+
+    def spy(self, *args, **kwargs):
+        temperatures.append(kwargs.get("temperature"))
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConditionalVAE, "sample", spy)
+    settings = ["eval.metrics=[fid]", "eval.fid_samples=8", "eval.fid_resolution=32", "eval.temperature=0.5"]
+    metrics = evaluate(run / "model", tmp_path, settings)
+    assert math.isfinite(metrics["fid"]) and temperatures and set(temperatures) == {0.5}
 
 
 # -- diagnostics on constructed posteriors ----------------------------------------------------------

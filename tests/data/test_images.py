@@ -3,11 +3,9 @@ folders, saved Hugging Face datasets; caption templates, binarisation and refusa
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
-import struct
 import sys
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from cvae_bridge.config import DatasetConfig, from_dict
 from cvae_bridge.data import images as I
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.registry import DATASETS, list_datasets
+from idx_files import idx_folder, write_idx
 
 
 def build(**fields):
@@ -46,30 +45,6 @@ def check_sample(sample, channels, height, width, label_range=None):
 
 # ---------------------------------------------------------------------------------------------
 # idx folders (mnist / fashion_mnist with `root`).
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    data = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        data = gzip.compress(data)
-    path.write_bytes(data)
-
-
-def idx_folder(root: Path, gz: bool, n_train=12, n_test=5, h=6, w=5, seed=0):
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, n, (image_name, label_name) in (
-        ("train", n_train, I.IDX_FILES["train"]), ("test", n_test, I.IDX_FILES["test"])
-    ):
-        images = rng.integers(0, 256, (n, h, w), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        write_idx(root / image_name, images, gz)
-        write_idx(root / label_name, labels, gz)
-        arrays[split] = (images, labels)
-    return arrays
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
