@@ -15,7 +15,12 @@ def default_run_config() -> RunConfig:
     model = from_dict(ModelConfig, {
         "d_model": 256,
         "latent_dim": 16,
-        "conditions": {"caption": {"type": "text", "output": "pooled"}},
+        # The caption enters as its word tokens, which the prior reads through one attention
+        # layer and the decoder through an attention pool: both can pick out the word that names
+        # the digit, so phrasings never seen in training give the right digit. (A mean-pooled
+        # sentence embedding did not generalise so: 96.7% held-out faithfulness vs 99.0% after
+        # 1,000 steps, README "Benchmarks".)
+        "conditions": {"caption": {"type": "text", "output": "tokens"}},
         "targets": {"image": {
             "encoder": {"type": "image", "channels": 1, "widths": [32, 64], "blocks": 1, "tokens": "flat", "size": [28, 28]},
             "decoder": {"type": "image", "channels": 1, "size": [28, 28], "widths": [32, 64], "blocks": 1},
@@ -24,7 +29,7 @@ def default_run_config() -> RunConfig:
         "posterior": {"type": "mlp", "hidden": [256]},
         # A learned p(z | c): sampled z come from where the posterior put images with that
         # caption rather than from all of N(0, I), so samples follow their prompt more often.
-        "prior": {"type": "conditional"},
+        "prior": {"type": "conditional", "network": {"type": "transformer", "layers": 1, "heads": 4, "ff_dim": 512, "dropout": 0.0}},
         "kl": {"beta": 1.0, "warmup_steps": 500},
     })
     return RunConfig(
