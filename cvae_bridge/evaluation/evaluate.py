@@ -34,6 +34,7 @@ from ..data import DataSource, build_source
 from ..data.base import to_device
 from ..hub import read_config
 from ..model import ConditionalVAE
+from ..runtime import keep_freed_memory
 from .classifier import load_or_train_classifier
 from .diagnostics import latent_diagnostics
 from .diversity import pairwise_diversity
@@ -53,6 +54,7 @@ def load_run(model_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
 def evaluate(model_dir: str | Path, out_dir: str | Path, overrides: list[str] = (), device: str = "cpu") -> dict[str, Any]:
     """Compute the metrics of `config.eval.metrics` for a trained model; write metrics.json,
     metrics.md, grid.png and the pictures into `out_dir`. Returns the metrics."""
+    keep_freed_memory()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = load_run(model_dir, overrides)

@@ -37,6 +37,7 @@ from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossErro
 from ..evaluation.diagnostics import training_diagnostics
 from ..evaluation.pictures import save_image_grid
 from ..model import ConditionalVAE
+from ..runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .sampler import EpochBatchSampler
@@ -91,6 +92,7 @@ class Trainer:
         self.config = config
         cfg = config.train
         self.output_dir = Path(cfg.output_dir)
+        keep_freed_memory()
         # Accelerate keeps one global state per process; forget the previous run's precision
         # settings (the process group stays) so that train() can be called again, e.g. in a notebook.
         AcceleratorState._reset_state(reset_partial_state=False)

@@ -1,0 +1,26 @@
+"""Process-wide settings that training and evaluation on a CPU need to run at full speed."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed tensor memory for the next step instead of returning it to the OS.
+
+    By default glibc serves blocks above a (dynamic) threshold with mmap and unmaps them on free,
+    so every training step faults the pages of its activations in again: with the default
+    text-to-image run on two cores that was a third of the CPU time, spent in the kernel. Blocks
+    up to 32 MiB now come from the heap, and the heap is trimmed only past 1 GiB of free space.
+    A no-op on other C libraries and systems.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library the process runs on
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 1 << 30)
