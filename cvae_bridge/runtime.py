@@ -13,8 +13,9 @@ def keep_freed_memory() -> None:
     """Let glibc keep freed tensor memory for the next step instead of returning it to the OS.
 
     By default glibc serves blocks above a (dynamic) threshold with mmap and unmaps them on free,
-    so every training step faults the pages of its activations in again: with the default
-    text-to-image run on two cores that was a third of the CPU time, spent in the kernel. Blocks
+    so every training step faults the pages of its activations in again: the default
+    text-to-image command on two cores spent 272 s in the kernel beside 1,329 s of user time
+    (135 million page faults); `cvae-bridge train` alone now spends 2.5 s there. Blocks
     up to 32 MiB now come from the heap, and the heap is trimmed only past 1 GiB of free space.
     A no-op on other C libraries and systems.
     """
