@@ -1,6 +1,7 @@
 """Tiny models built from configs, and small batches for them."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 
 # Headless MuJoCo rendering: must be chosen before mujoco is first imported by any test.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the shipped run configs
 
 TINY_CONFIGS = {
     # An unconditional MLP VAE on flattened 6x6 "images".

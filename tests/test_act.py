@@ -4,7 +4,6 @@ configs, and `cvae-bridge replay`."""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,8 @@ from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.pipelines import ActionChunkPolicy
 from cvae_bridge.training import train
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+from conftest import CONFIGS
+
 K = 8
 FEATURES = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
 

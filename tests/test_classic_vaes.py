@@ -16,9 +16,8 @@ from cvae_bridge.evaluation.diagnostics import latent_diagnostics, training_diag
 from cvae_bridge.evaluation.pictures import PLANE_SIZE, write_pictures
 from cvae_bridge.latent import MLPPosterior
 from cvae_bridge.training import train
+from conftest import CONFIGS
 from idx_files import idx_folder
-
-CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def unconditioned_or_labelled(path: Path) -> bool:

@@ -1,14 +1,12 @@
 """Every shipped run config loads, validates and builds its model (a typo in a key fails here, not
 an hour into a benchmark)."""
 
-from pathlib import Path
-
 import pytest
 
 from cvae_bridge.config import load_run_config
 from cvae_bridge.model import ConditionalVAE
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from conftest import CONFIGS
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))

@@ -19,7 +19,8 @@ from cvae_bridge.data import build_source
 from cvae_bridge.envs import draw_instruction, instructions, list_tasks
 from cvae_bridge.errors import ConfigError
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+from conftest import CONFIGS
+
 MW_TASKS = ["reach-v3", "push-v3"]
 QUIET = ["train.eval_every=0", "train.checkpoint_every=0", "train.progress_bar=false", "train.trackers=[]", "data.val_fraction=0.0"]
 
