@@ -152,6 +152,15 @@ class ConditionalVAE(nn.Module):
             names += [f"sharpeners.{target}.{sub}" for sub in sharpener.external_modules()]
         return names
 
+    def lr_multipliers(self) -> dict[str, float]:
+        """Fully qualified submodule names -> learning-rate factor, as the encoders declare them."""
+        return {
+            f"{group}.{modality}.{sub}": factor
+            for group in ("condition_encoders", "target_encoders")
+            for modality, encoder in getattr(self, group).items()
+            for sub, factor in encoder.lr_multipliers().items()
+        }
+
     def check_batch(self, batch: Batch, targets: bool = True) -> int:
         """Validate a batch before use; returns the batch size. Errors name the offending key."""
         if not isinstance(batch, dict):

@@ -17,7 +17,7 @@ def image_targets(model: ConditionalVAE) -> list[str]:
 
 
 def text_conditions(model: ConditionalVAE) -> list[str]:
-    return [n for n, e in model.condition_encoders.items() if e.registered_name == "text"]
+    return [n for n, e in model.condition_encoders.items() if e.input_kind == "text"]
 
 
 def grid_conditions(model: ConditionalVAE, config: EvalConfig, dataset: Dataset | None) -> dict | None:

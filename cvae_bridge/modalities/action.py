@@ -31,6 +31,7 @@ class ActionEncoderConfig(EncoderConfig):
 @register_encoder("action")
 class ActionEncoder(Encoder):
     Config = ActionEncoderConfig
+    input_kind = "action"
 
     def __init__(self, config: ActionEncoderConfig, d_model: int):
         super().__init__(config, d_model)

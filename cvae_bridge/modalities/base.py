@@ -68,6 +68,9 @@ class Encoder(nn.Module):
     """Base class of modality encoders. Subclasses set `Config` and implement `forward`."""
 
     Config: ClassVar[type[EncoderConfig]]
+    # What the encoder reads, for code that prepares inputs (the policy converts "image" observations
+    # from uint8 H x W x 3; text conditions take instructions): "image", "text", "vector", "action", "other".
+    input_kind: ClassVar[str] = "other"
 
     def __init__(self, config: EncoderConfig, d_model: int):
         super().__init__()
@@ -92,6 +95,11 @@ class Encoder(nn.Module):
         """Names of submodules whose weights are loaded from elsewhere (a frozen pretrained
         network) and are therefore not saved with the model."""
         return []
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Submodule name -> factor of the run's learning rate for its weights (a fine-tuned
+        pretrained network learns slower than the layers around it); others train at 1."""
+        return {}
 
 
 class Decoder(nn.Module):

