@@ -64,9 +64,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _demos(args: argparse.Namespace) -> int:
+    from .envs import IMAGE_SIZE
     from .envs.demos import format_demos_report, generate_demos
 
-    report = generate_demos(args.suite, args.tasks, args.episodes, args.seed, args.out, args.keep_failures, args.render)
+    report = generate_demos(
+        args.suite, args.tasks, args.episodes, args.seed, args.out, args.keep_failures,
+        render=args.render or args.image_size is not None, image_size=args.image_size or IMAGE_SIZE, workers=args.workers,
+    )
     print(format_demos_report(report))
     print(f"wrote {args.out} (LeRobot v3) and {Path(args.out) / 'demos.json'}")
     return 0
@@ -150,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--seed", type=int, default=0, help="episode i of each task runs from seed SEED + i (default: 0)")
     demos.add_argument("--out", required=True, help="dataset folder to write (replaced if it exists)")
     demos.add_argument("--render", action="store_true", help="also store the top camera as observation.images.top (MUJOCO_GL=egl)")
+    demos.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                       help="render the camera at H x W (implies --render; default 240 320, ACT's is 480 640)")
+    demos.add_argument("--workers", type=int, default=1, help="processes per task (default: 1; rendering takes a core each)")
     demos.add_argument("--keep-failures", action="store_true", help="keep the experts' failed episodes too (default: successful only)")
     demos.set_defaults(run=_demos)
 

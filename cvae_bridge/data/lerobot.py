@@ -31,6 +31,7 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -623,7 +624,8 @@ def write_lerobot_dataset(
     hf_metadata = {b"huggingface": json.dumps({"info": {"features": hf_features}}).encode()}
 
     root = Path(root)
-    with atomic_directory(root) as temporary:
+    # PNG encoding releases the GIL: threads encode an episode's frames side by side.
+    with atomic_directory(root) as temporary, ThreadPoolExecutor(os.cpu_count() or 1) as encoder:
         episode_rows, episode_stats = [], []
         global_index, writer, location = 0, None, None
         for i, (arrays, task) in enumerate(prepared):
@@ -651,7 +653,7 @@ def write_lerobot_dataset(
                 if spec[name]["dtype"] == "image":
                     columns[name] = pa.StructArray.from_arrays(
                         [
-                            pa.array([_png(frame) for frame in value], pa.binary()),
+                            pa.array(list(encoder.map(_png, value)), pa.binary()),
                             pa.array([f"frame-{t:06d}.png" for t in range(n)], pa.string()),
                         ],
                         names=["bytes", "path"],

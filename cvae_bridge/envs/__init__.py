@@ -5,14 +5,16 @@ Suites and tasks:
     "aloha":     ALOHA sim "transfer_cube" and "insertion" (gym-aloha 0.1.5 assets), experts
                  following ACT's recipe (scripted end-effector trajectory, replayed in joint space).
 
-    make_env(suite, task, seed, render=False)             -> RobotEnv
-    scripted_episodes(suite, task, num_episodes, seed)    -> list[Episode]  (episode i uses seed + i)
+    make_env(suite, task, seed, render=False, image_size=IMAGE_SIZE)     -> RobotEnv
+    scripted_episodes(suite, task, num_episodes, seed, render=False, ...) -> list[Episode]  (episode i uses seed + i)
     list_tasks(suite), instructions(suite, task, split)   -> task names, instruction phrasings
 
 Observations are dicts keyed by LeRobot feature names: "observation.state" (float32),
 "observation.environment_state" (float32 object poses, ALOHA only) and, with render=True,
-"observation.images.top" (uint8 IMAGE_SIZE + (3,); ALOHA's "top" camera, Meta-World's "corner2"). The same (suite, task, seed) always gives the same
-initial state, and the same actions then give the same trajectory.
+"observation.images.top" (uint8 (H, W, 3) at `image_size`, IMAGE_SIZE by default; ALOHA's "top" camera,
+Meta-World's "corner2"). The same (suite, task, seed) always gives the same initial state, and the
+same actions then give the same trajectory; a camera renders natively at its size (a policy must
+see frames rendered the way it was trained, not resized ones).
 
 This module imports no simulator: mujoco, metaworld and gym_aloha are imported by the suite
 modules (`metaworld.py`, `aloha.py`) when an environment is first built.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +34,7 @@ from ..errors import ConfigError, InputError
 STATE = "observation.state"
 ENV_STATE = "observation.environment_state"
 IMAGE = "observation.images.top"
-IMAGE_SIZE = (240, 320)  # (H, W): half of ACT's 480x640, so that episodes with images stay small
+IMAGE_SIZE = (240, 320)  # (H, W) by default: half of ACT's 480x640, so that episodes with images stay small
 
 SPLITS = ("train", "heldout", "all")
 _PIP = {"metaworld": "pip install metaworld==3.1.1", "aloha": "pip install gym-aloha==0.1.5 mujoco==3.3.0"}
@@ -135,10 +138,11 @@ class RobotEnv(abc.ABC):
     action_dim: int
     fps: int
 
-    def __init__(self, task: str, seed: int, render: bool):
+    def __init__(self, task: str, seed: int, render: bool, image_size: tuple[int, int] = IMAGE_SIZE):
         self.task = task
         self.seed = seed
         self.render = render
+        self.image_size = image_size
         self._steps: int | None = None  # None until the first reset
         self._success = False
 
@@ -209,21 +213,24 @@ def draw_instruction(suite: str, task: str, seed: int) -> str:
     return phrasings[int(np.random.default_rng(seed).integers(len(phrasings)))]
 
 
-def make_env(suite: str, task: str, seed: int, *, render: bool = False) -> RobotEnv:
-    """Build the environment of a task, seeded; call `reset()` to start an episode."""
+def make_env(suite: str, task: str, seed: int, *, render: bool = False, image_size: Sequence[int] = IMAGE_SIZE) -> RobotEnv:
+    """Build the environment of a task, seeded; call `reset()` to start an episode. With `render`,
+    observations carry the camera image at `image_size` (H, W)."""
     _check_task(suite, task)
     seed = _check_seed(seed)  # before the simulator import, so that argument errors come first
-    return _backend(suite).make_env(task, seed, render=render)
+    return _backend(suite).make_env(task, seed, render=render, image_size=check_image_size(image_size))
 
 
-def scripted_episodes(suite: str, task: str, num_episodes: int, seed: int, *, render: bool = False) -> list[Episode]:
+def scripted_episodes(
+    suite: str, task: str, num_episodes: int, seed: int, *, render: bool = False, image_size: Sequence[int] = IMAGE_SIZE
+) -> list[Episode]:
     """Episodes of the task's scripted expert, episode i from seed + i, failures included
     (`Episode.success` tells them apart)."""
     _check_task(suite, task)
     if not isinstance(num_episodes, (int, np.integer)) or isinstance(num_episodes, bool) or num_episodes < 0:
         raise ConfigError(f"num_episodes must be a non-negative int, got {num_episodes!r}")
     seeds = [_check_seed(seed) + i for i in range(num_episodes)]
-    return _backend(suite).scripted_episodes(task, seeds, render=render)
+    return _backend(suite).scripted_episodes(task, seeds, render=render, image_size=check_image_size(image_size))
 
 
 def stack_frames(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -231,12 +238,24 @@ def stack_frames(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([frame[key] for frame in frames]) for key in frames[0]}
 
 
-def make_renderer(model):
-    """An offscreen `mujoco.Renderer` of IMAGE_SIZE for `model`, or a RenderError saying why not."""
+def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) as a tuple of two positive ints, or a ConfigError naming `image_size`."""
+    size = tuple(image_size) if isinstance(image_size, (list, tuple)) else ()
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size):
+        raise ConfigError(f"image_size: expected [height, width], two positive ints, got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def make_renderer(model, image_size: tuple[int, int]):
+    """An offscreen `mujoco.Renderer` of `image_size` (H, W) for `model`, or a RenderError saying why not."""
     import mujoco  # only the suite modules get here, with mujoco installed
 
+    height, width = image_size
+    # The offscreen framebuffer bounds the size; the assets declare 640x480, so grow it if asked for more.
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
     try:
-        return mujoco.Renderer(model, *IMAGE_SIZE)
+        return mujoco.Renderer(model, height, width)
     except Exception as error:  # the GL backends raise assorted types (AttributeError, FatalError, ...)
         raise RenderError(
             f"offscreen rendering failed ({type(error).__name__}: {error}); MUJOCO_GL must be 'egl' (libEGL) or "

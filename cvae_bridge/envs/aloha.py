@@ -77,13 +77,13 @@ class AlohaEnv(RobotEnv):
     max_steps = EPISODE_STEPS
     fps = round(1 / DT)
 
-    def __init__(self, task: str, seed: int, render: bool):
-        super().__init__(task, seed, render)
+    def __init__(self, task: str, seed: int, render: bool, image_size: tuple[int, int]):
+        super().__init__(task, seed, render, image_size)
         self._model = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / f"bimanual_viperx_{task}.xml"))
         self._data = mujoco.MjData(self._model)
         self._substeps = round(DT / self._model.opt.timestep)  # 10 physics steps of 2 ms per control step
         self._geom_names = [self._model.geom(i).name for i in range(self._model.ngeom)]
-        self._renderer = make_renderer(self._model) if render else None
+        self._renderer = make_renderer(self._model, image_size) if render else None
 
     def _reset_sim(self, seed: int) -> None:
         model, data = self._model, self._data
@@ -124,13 +124,13 @@ class AlohaEnv(RobotEnv):
             self._renderer = None
 
 
-def make_env(task: str, seed: int, *, render: bool = False) -> AlohaEnv:
-    return AlohaEnv(task, seed, render)
+def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int]) -> AlohaEnv:
+    return AlohaEnv(task, seed, render, image_size)
 
 
-def scripted_episodes(task: str, seeds: list[int], *, render: bool = False) -> list[Episode]:
+def scripted_episodes(task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]) -> list[Episode]:
     """ACT's recipe: scripted end-effector trajectory -> joint commands -> replayed here; the replay is kept."""
-    env = AlohaEnv(task, 0, render)
+    env = AlohaEnv(task, 0, render, image_size)
     episodes = []
     try:
         for seed in seeds:

@@ -1,14 +1,16 @@
 """Demonstration datasets from the scripted experts, in the LeRobot v3 layout.
 
     generate_demos("metaworld", "mt10", episodes_per_task=50, seed=0, out="data/metaworld_mt10")
-    generate_demos("aloha", ["transfer_cube"], 50, 0, "data/aloha_transfer_cube", render=True)
+    generate_demos("aloha", ["transfer_cube"], 50, 0, "data/aloha_transfer_cube", render=True, image_size=(120, 160))
 
 All tasks of a call go into one dataset. Episode i of every task runs from seed `seed + i` (as
 `scripted_episodes` does), and its LeRobot task is its instruction: a training phrasing drawn with
 that seed. Features: "observation.state", "action", "observation.environment_state" (ALOHA only)
-and, with `render`, "observation.images.top" (240x320, what configs/act_aloha.yaml reads; it needs
-offscreen rendering, MUJOCO_GL=egl). Rendered frames stay in memory until the dataset is written
-(about 92 MB per 400-step ALOHA episode), and software rendering (no GPU) takes 0.1-0.25 s a frame.
+and, with `render`, "observation.images.top" at `image_size` (H, W; 240x320 by default), stored as
+PNG frames in the data files; it needs offscreen rendering (MUJOCO_GL=egl). Rendered frames stay in
+memory until the dataset is written (H x W x 3 bytes a frame: 92 MB per 400-step episode at 240x320).
+The rendering cost per frame on this machine's CPU is in the README. demos.json records the image
+size, and rollout evaluation renders at the same size.
 
 By default only successful episodes are kept (an imitation policy should not learn the experts'
 failures); `demos.json` in the dataset folder, and the "demos" entry of meta/info.json, say so and
@@ -20,15 +22,17 @@ initial states it was trained on; `cvae_bridge.evaluation.rollout` checks this a
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..data.lerobot import INFO_PATH, write_lerobot_dataset
 from ..errors import ConfigError, InputError
-from . import list_tasks, scripted_episodes
+from . import IMAGE_SIZE, check_image_size, list_tasks, scripted_episodes
 
 EVAL_SEED = 100_000  # first seed of rollout evaluation, far above the demonstrations'
 DEMOS_FILE = "demos.json"
@@ -60,15 +64,22 @@ def generate_demos(
     out: str | Path,
     keep_failures: bool = False,
     render: bool = False,
+    image_size: Sequence[int] = IMAGE_SIZE,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run the scripted experts and write their episodes as one LeRobot dataset at `out`.
+
+    `workers` > 1 runs each task's episodes in that many processes (contiguous seed ranges; the
+    dataset is the same as with one): offscreen rendering in software takes one core per process.
 
     Returns the report also written to `out`/demos.json: per task the expert's success rate, the
     episodes kept and their seeds; the mean success rate over tasks; the generation time.
     """
     task_names = resolve_tasks(suite, tasks)
-    if isinstance(episodes_per_task, bool) or not isinstance(episodes_per_task, int) or episodes_per_task < 1:
-        raise ConfigError(f"episodes_per_task: expected a positive int, got {episodes_per_task!r}")
+    image_size = check_image_size(image_size)
+    for name, value in (("episodes_per_task", episodes_per_task), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: expected a positive int, got {value!r}")
     start = time.perf_counter()
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []  # one per kept episode, in dataset order
@@ -76,7 +87,7 @@ def generate_demos(
     fps = None
     for task in task_names:
         task_start = time.perf_counter()
-        episodes = scripted_episodes(suite, task, episodes_per_task, seed, render=render)
+        episodes = _expert_episodes(suite, task, episodes_per_task, seed, render, image_size, workers)
         successes = sum(e.success for e in episodes)
         chosen = [e for e in episodes if e.success or keep_failures]
         for episode in chosen:
@@ -106,6 +117,8 @@ def generate_demos(
         "seed": seed,
         "kept": "every episode" if keep_failures else "successful episodes only",
         "render": render,
+        "image_size": list(image_size) if render else None,
+        "workers": workers,
         "fps": fps,
         "total_episodes": len(kept),
         "total_frames": sum(r["length"] for r in rows),
@@ -119,6 +132,21 @@ def generate_demos(
     info["demos"]["details"] = DEMOS_FILE
     _write_json(out / INFO_PATH, info)
     return report
+
+
+def _expert_episodes(
+    suite: str, task: str, count: int, seed: int, render: bool, image_size: tuple[int, int], workers: int
+) -> list:
+    """`scripted_episodes` of seeds seed .. seed + count - 1, split over `workers` processes."""
+    workers = min(workers, count)
+    if workers == 1:
+        return scripted_episodes(suite, task, count, seed, render=render, image_size=image_size)
+    bounds = [seed + count * i // workers for i in range(workers + 1)]
+    # spawn: a forked child would inherit the parent's simulator and GL state
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(scripted_episodes, suite, task, end - first, first, render=render, image_size=image_size)
+                 for first, end in zip(bounds[:-1], bounds[1:])]
+        return [episode for part in parts for episode in part.result()]
 
 
 def format_demos_report(report: dict[str, Any]) -> str:

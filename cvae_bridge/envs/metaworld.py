@@ -38,12 +38,12 @@ SUCCESS_TAIL = 10
 class MetaWorldEnv(RobotEnv):
     action_dim = 4
 
-    def __init__(self, task: str, seed: int, render: bool):
-        super().__init__(task, seed, render)
+    def __init__(self, task: str, seed: int, render: bool, image_size: tuple[int, int]):
+        super().__init__(task, seed, render, image_size)
         self._env = MT10_V3[task]()
         self.max_steps = self._env.max_path_length  # 500, Meta-World's horizon
         self.fps = round(1 / self._env.dt)
-        self._renderer = make_renderer(self._env.model) if render else None
+        self._renderer = make_renderer(self._env.model, image_size) if render else None
         self.raw_obs: np.ndarray | None = None  # float64 observation, as the experts expect it
 
     def _reset_sim(self, seed: int) -> None:
@@ -83,14 +83,14 @@ class MetaWorldEnv(RobotEnv):
         self._env.close()
 
 
-def make_env(task: str, seed: int, *, render: bool = False) -> MetaWorldEnv:
-    return MetaWorldEnv(task, seed, render)
+def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int]) -> MetaWorldEnv:
+    return MetaWorldEnv(task, seed, render, image_size)
 
 
-def scripted_episodes(task: str, seeds: list[int], *, render: bool = False) -> list[Episode]:
+def scripted_episodes(task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]) -> list[Episode]:
     if not seeds:
         return []
-    env = MetaWorldEnv(task, seeds[0], render)
+    env = MetaWorldEnv(task, seeds[0], render, image_size)
     try:
         return [_expert_episode(env, ENV_POLICY_MAP[task](), seed) for seed in seeds]
     finally:

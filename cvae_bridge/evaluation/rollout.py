@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..envs import IMAGE, instructions, make_env
+from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
 from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
 from ..errors import ConfigError
 from ..pipelines.policy import ActionChunkPolicy, run_data_config
@@ -71,7 +71,10 @@ def evaluate_policy(
     policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
     if phrasings == "heldout" and policy.instruction_key is None:
         raise ConfigError(f"phrasings: 'heldout' needs a language-conditioned policy; {model_dir} takes no instruction")
-    demo_seeds = _check_disjoint_from_demos(model_dir, suite, task_names, seed, episodes)
+    demos = _training_demos(model_dir)
+    demo_seeds = _check_disjoint_from_demos(demos, suite, task_names, seed, episodes)
+    # The camera renders as the demonstrations were rendered; the policy then resizes as training did.
+    image_size = tuple((demos or {}).get("image_size") or policy.image_size or IMAGE_SIZE)
 
     start = time.perf_counter()
     report_tasks = {}
@@ -82,7 +85,7 @@ def evaluate_policy(
             # GIF paths (without the outcome) of the first videos_per_task episodes
             videos = [Path(video_dir) / f"{task}_{first + i:03d}_seed{s}" if video_dir and first + i < videos_per_task else None
                       for i, s in enumerate(seeds)]
-            batch, seconds = _run_batch(policy, suite, task, seeds, phrasings, videos)
+            batch, seconds = _run_batch(policy, suite, task, seeds, phrasings, videos, image_size)
             results += batch
             policy_s += seconds
         elapsed = time.perf_counter() - task_start
@@ -110,6 +113,7 @@ def evaluate_policy(
         "query_period": policy.query_period,
         "temporal_ensemble": policy.temporal_ensemble,
         "batch_size": batch_size,
+        "image_size": list(image_size) if IMAGE in policy.observation_keys else None,
         "time_s": elapsed,
         "s_per_episode": elapsed / (episodes * len(task_names)),
     }
@@ -128,12 +132,13 @@ def episode_instruction(suite: str, task: str, phrasings: str, seed: int) -> str
 
 
 def _run_batch(
-    policy: ActionChunkPolicy, suite: str, task: str, seeds: list[int], phrasings: str, videos: list[Path | None]
+    policy: ActionChunkPolicy, suite: str, task: str, seeds: list[int], phrasings: str, videos: list[Path | None],
+    image_size: tuple[int, int],
 ) -> tuple[list[dict[str, Any]], float]:
-    """Episodes from `seeds` side by side; those with a video path are saved as GIFs there.
-    Returns the per-episode results and the seconds spent in the policy."""
+    """Episodes from `seeds` side by side, the camera rendered at `image_size`; those with a video
+    path are saved as GIFs there. Returns the per-episode results and the seconds spent in the policy."""
     needs_images = IMAGE in policy.observation_keys
-    envs = [make_env(suite, task, s, render=needs_images or video is not None) for s, video in zip(seeds, videos)]
+    envs = [make_env(suite, task, s, render=needs_images or video is not None, image_size=image_size) for s, video in zip(seeds, videos)]
     try:
         observations = [env.reset() for env in envs]
         texts = [episode_instruction(suite, task, phrasings, s) for s in seeds] if policy.instruction_key else None
@@ -164,13 +169,18 @@ def _run_batch(
             env.close()
 
 
-def _check_disjoint_from_demos(model_dir: str | Path, suite: str, tasks: list[str], seed: int, episodes: int) -> list[int] | None:
-    """The demonstration seeds [first, last] of the model's training dataset (None when its
-    demos.json is not found); raises when they overlap the evaluation seeds on a shared task."""
+def _training_demos(model_dir: str | Path) -> dict[str, Any] | None:
+    """demos.json of the model's training dataset, with its path; None when there is none."""
     path = Path(run_data_config(model_dir).path) / DEMOS_FILE
-    if not path.is_file():
+    return {**json.loads(path.read_text()), "path": str(path)} if path.is_file() else None
+
+
+def _check_disjoint_from_demos(demos: dict[str, Any] | None, suite: str, tasks: list[str], seed: int, episodes: int) -> list[int] | None:
+    """The demonstration seeds [first, last] of the model's training dataset (None without its
+    demos.json); raises when they overlap the evaluation seeds on a shared task."""
+    if demos is None:
         return None
-    demos = json.loads(path.read_text())
+    path = demos["path"]
     first, last = demos["seed"], demos["seed"] + demos["episodes_per_task"] - 1
     shared = sorted(set(tasks) & set(demos["tasks"])) if demos["suite"] == suite else []
     if shared and seed <= last and first <= seed + episodes - 1:
