@@ -1,9 +1,11 @@
 """The Accelerate training loop: exact resume, checkpoints, non-finite losses, accumulation."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -158,6 +160,22 @@ def test_logs_samples_and_config_are_written(tmp_path):
     assert saved["train"]["steps"] == 10
     loaded = ConditionalVAE.from_pretrained(tmp_path / "model")
     assert from_dict(ModelConfig, to_dict(loaded.config)) == loaded.config
+
+
+def test_log_gives_the_share_of_time_spent_waiting_for_data(tmp_path, monkeypatch):
+    """data_wait: the fraction of each logging interval blocked on the data loader."""
+    from cvae_bridge.data.base import PairedDataset
+
+    train(run_config(tmp_path / "fast", steps=10, batch_size=8))
+    original = PairedDataset.__getitem__
+    monkeypatch.setattr(PairedDataset, "__getitem__", lambda self, key: time.sleep(0.005) or original(self, key))
+    train(run_config(tmp_path / "slow", steps=10, batch_size=8))
+    waits = {}
+    for run in ("fast", "slow"):
+        rows = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        waits[run] = [row["data_wait"] for row in rows if row["split"] == "train"]
+        assert len(waits[run]) == 2 and all(0 <= w <= 1 for w in waits[run])
+    assert min(waits["slow"]) > 0.5 and min(waits["slow"]) > max(waits["fast"])  # 40 ms of sleep per step
 
 
 def test_two_processes_with_accelerate_launch(tmp_path):
