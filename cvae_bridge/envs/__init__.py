@@ -137,6 +137,10 @@ class RobotEnv(abc.ABC):
     max_steps: int
     action_dim: int
     fps: int
+    # The task's sub-stages in order, where the suite defines them (ALOHA's staged reward), and how
+    # many of them the current episode has reached: where a failed episode stopped.
+    stages: tuple[str, ...] = ()
+    stages_reached: int = 0
 
     def __init__(self, task: str, seed: int, render: bool, image_size: tuple[int, int] = IMAGE_SIZE):
         self.task = task

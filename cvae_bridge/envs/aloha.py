@@ -70,6 +70,11 @@ def _insertion_reward(touching) -> int:
 
 
 _REWARDS = {"transfer_cube": _transfer_cube_reward, "insertion": _insertion_reward}
+# What reward 1 .. 4 means (gym-aloha's comments): the sub-stages a rollout reports.
+STAGES = {
+    "transfer_cube": ("touched", "lifted", "transfer attempted", "transferred"),
+    "insertion": ("both touched", "both grasped", "peg meets socket", "inserted"),
+}
 
 
 class AlohaEnv(RobotEnv):
@@ -79,6 +84,7 @@ class AlohaEnv(RobotEnv):
 
     def __init__(self, task: str, seed: int, render: bool, image_size: tuple[int, int]):
         super().__init__(task, seed, render, image_size)
+        self.stages = STAGES[task]
         self._model = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / f"bimanual_viperx_{task}.xml"))
         self._data = mujoco.MjData(self._model)
         self._substeps = round(DT / self._model.opt.timestep)  # 10 physics steps of 2 ms per control step
@@ -92,12 +98,15 @@ class AlohaEnv(RobotEnv):
         data.ctrl[:] = START_ARM_POSE
         data.qpos[16:] = object_poses(self.task, seed)
         mujoco.mj_forward(model, data)
+        self.stages_reached = 0
 
     def _apply(self, action: np.ndarray) -> bool:
         grip_left, grip_right = unnormalize_puppet_gripper_position(action[[6, 13]])
         self._data.ctrl[:] = np.concatenate([action[:6], [grip_left, -grip_left], action[7:13], [grip_right, -grip_right]])
         mujoco.mj_step(self._model, self._data, nstep=self._substeps)
-        return self.reward() == MAX_REWARD
+        reward = self.reward()
+        self.stages_reached = max(self.stages_reached, reward)
+        return reward == MAX_REWARD
 
     def reward(self) -> int:
         """gym-aloha's staged contact reward of the current state (0 .. 4)."""

@@ -85,12 +85,15 @@ def evaluate_policy(
             # GIF paths (without the outcome) of the first videos_per_task episodes
             videos = [Path(video_dir) / f"{task}_{first + i:03d}_seed{s}" if video_dir and first + i < videos_per_task else None
                       for i, s in enumerate(seeds)]
-            batch, seconds = _run_batch(policy, suite, task, seeds, phrasings, videos, image_size)
+            batch, seconds, stages = _run_batch(policy, suite, task, seeds, phrasings, videos, image_size)
             results += batch
             policy_s += seconds
         elapsed = time.perf_counter() - task_start
         successes = sum(r["success"] for r in results)
+        # episodes that reached each sub-stage, where the task has them: where the failures stop
+        reached = {name: sum(r["stages_reached"] > k for r in results) for k, name in enumerate(stages)}
         report_tasks[task] = {
+            **({"stages": reached} if reached else {}),
             "success_rate": successes / episodes,
             "successes": successes,
             "episodes": episodes,
@@ -134,9 +137,10 @@ def episode_instruction(suite: str, task: str, phrasings: str, seed: int) -> str
 def _run_batch(
     policy: ActionChunkPolicy, suite: str, task: str, seeds: list[int], phrasings: str, videos: list[Path | None],
     image_size: tuple[int, int],
-) -> tuple[list[dict[str, Any]], float]:
+) -> tuple[list[dict[str, Any]], float, tuple[str, ...]]:
     """Episodes from `seeds` side by side, the camera rendered at `image_size`; those with a video
-    path are saved as GIFs there. Returns the per-episode results and the seconds spent in the policy."""
+    path are saved as GIFs there. Returns the per-episode results, the seconds spent in the policy
+    and the task's sub-stages (`RobotEnv.stages`)."""
     needs_images = IMAGE in policy.observation_keys
     envs = [make_env(suite, task, s, render=needs_images or video is not None, image_size=image_size) for s, video in zip(seeds, videos)]
     try:
@@ -159,11 +163,13 @@ def _run_batch(
         results = []
         for i, env in enumerate(envs):
             result = {"seed": seeds[i], "success": success[i], "steps": env.steps, "instruction": texts[i] if texts else None}
+            if env.stages:
+                result["stages_reached"] = env.stages_reached
             if videos[i] is not None:
                 name = f"{videos[i].name}_{'success' if success[i] else 'failure'}.gif"
                 result["video"] = str(_write_gif(videos[i].with_name(name), frames[i], env.fps))
             results.append(result)
-        return results, policy_s
+        return results, policy_s, envs[0].stages
     finally:
         for env in envs:
             env.close()
@@ -219,4 +225,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {task} | {100 * row['success_rate']:.1f}% | {row['episodes']} | {row['mean_steps']:.0f} | {row['s_per_episode']:.2f} |"
         )
     lines.append(f"| **mean** | **{100 * report['mean_success_rate']:.1f}%** | | | {report['s_per_episode']:.2f} |")
+    for task, row in report["tasks"].items():
+        if "stages" in row:
+            lines.append(f"\n{task}, episodes that reached each stage: " + ", ".join(f"{k} {v}" for k, v in row["stages"].items()))
     return "\n".join(lines) + "\n"

@@ -179,6 +179,23 @@ def test_aloha_transfer_cube_scripted_episode_succeeds():
     assert success
 
 
+def test_aloha_sub_stages_follow_the_staged_reward():
+    """stages_reached: how far gym-aloha's reward (1 touched .. 4 transferred) got in the episode."""
+    needs("mujoco", "gym_aloha")
+    [episode] = scripted_episodes("aloha", "transfer_cube", 1, seed=0)
+    env = make_env("aloha", "transfer_cube", seed=0)
+    env.reset()
+    reached = []
+    for action in episode.action:
+        env.step(action)
+        reached.append(env.stages_reached)
+    assert env.stages == ("touched", "lifted", "transfer attempted", "transferred")
+    assert reached == sorted(reached) and reached[0] == 0 and reached[-1] == 4 and {1, 2} <= set(reached)
+    env.reset()
+    assert env.stages_reached == 0
+    env.close()
+
+
 def test_aloha_insertion_scripted_episode_succeeds():
     needs("mujoco", "gym_aloha")
     [episode] = scripted_episodes("aloha", "insertion", 1, seed=1)
