@@ -144,11 +144,11 @@ def test_demos_render_stores_the_camera(tmp_path, monkeypatch):
     import cvae_bridge.envs.demos as demos
     from cvae_bridge.envs import IMAGE, IMAGE_SIZE
 
-    def with_camera(suite, task, num_episodes, seed, render=False):
+    def with_camera(suite, task, num_episodes, seed, render=False, image_size=IMAGE_SIZE):
         assert render
         episodes = scripted_episodes(suite, task, num_episodes, seed)
         for episode in episodes:
-            episode.frames[IMAGE] = np.random.default_rng(seed).integers(0, 256, (len(episode), *IMAGE_SIZE, 3), dtype=np.uint8)
+            episode.frames[IMAGE] = np.random.default_rng(seed).integers(0, 256, (len(episode), *image_size, 3), dtype=np.uint8)
         return episodes
 
     scripted_episodes = demos.scripted_episodes
@@ -157,7 +157,33 @@ def test_demos_render_stores_the_camera(tmp_path, monkeypatch):
     source = lerobot(tmp_path, {"state": "observation.state", "top": IMAGE, "action": "action"})
     frames = source.episodes[0].data[IMAGE]
     assert frames[3].shape == (*IMAGE_SIZE, 3) and frames[3].dtype == np.uint8
-    assert json.loads((tmp_path / "demos.json").read_text())["render"] is True
+    report = json.loads((tmp_path / "demos.json").read_text())
+    assert report["render"] is True and report["image_size"] == list(IMAGE_SIZE)
+
+    # --image-size renders at another size (and implies --render)
+    args = ["demos", "--suite", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--image-size", "24", "32", "--out", str(tmp_path / "small")]
+    assert main(args) == 0
+    source = lerobot(tmp_path / "small", {"state": "observation.state", "top": IMAGE, "action": "action"})
+    assert source.episodes[0].data[IMAGE][0].shape == (24, 32, 3)
+    assert json.loads((tmp_path / "small" / "demos.json").read_text())["image_size"] == [24, 32]
+    with pytest.raises(ConfigError, match=r"image_size: expected \[height, width\], two positive ints, got \[0, 32\]"):
+        demos.generate_demos("metaworld", "reach-v3", 1, 0, tmp_path / "bad", render=True, image_size=[0, 32])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
+    needs("gym_aloha", "mujoco")
+    from cvae_bridge.envs.demos import generate_demos
+
+    one = generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "one")
+    two = generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "two", workers=2)
+    assert [row["seed"] for row in two["episodes"]] == [7, 8, 9] and two["workers"] == 2
+    assert [(r["seed"], r["success"]) for r in one["episodes"]] == [(r["seed"], r["success"]) for r in two["episodes"]]
+    features = {"qpos": "observation.state", "action": "action"}
+    for a, b in zip(lerobot(tmp_path / "one", features).episodes, lerobot(tmp_path / "two", features).episodes):
+        assert all(np.array_equal(a.data[key], b.data[key]) for key in ("observation.state", "action"))
+    with pytest.raises(ConfigError, match="workers: expected a positive int, got 0"):
+        generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "three", workers=0)
 
 
 def test_task_names_and_aliases():
@@ -271,12 +297,65 @@ def test_aloha_demos_train_and_rollout(tmp_path):
     report = json.loads((tmp_path / "out" / "success.json").read_text())
     assert report["phrasings"] is None and report["query_period"] == 25 and report["chunk_size"] == 50
     assert report["tasks"]["transfer_cube"]["results"][0]["instruction"] is None
+    stages = report["tasks"]["transfer_cube"]["stages"]  # gym-aloha's staged reward, counted per episode
+    assert list(stages) == ["touched", "lifted", "transfer attempted", "transferred"]
+    assert stages["transferred"] == report["tasks"]["transfer_cube"]["successes"] and sorted(stages.values(), reverse=True) == list(stages.values())
+    assert "episodes that reached each stage: touched" in (tmp_path / "out" / "success.md").read_text()
     with pytest.raises(ConfigError, match="'heldout' needs a language-conditioned policy"):
         main(["rollout", "--model", str(model), "--suite", "aloha", "--phrasings", "heldout", "--out", str(tmp_path / "x")])
 
 
+def test_pixel_policy_rollout_renders_as_the_demonstrations_were_rendered(tmp_path, monkeypatch, short_episodes):
+    """A policy trained on frames rendered at 24x32 is evaluated on frames rendered at 24x32 (the
+    size demos.json records), which the policy then resizes as training did."""
+    needs("gym_aloha", "mujoco")
+    import cvae_bridge.evaluation.rollout as rollout
+    from cvae_bridge.data.lerobot import write_lerobot_dataset
+    from cvae_bridge.envs import IMAGE, STATE
+    from cvae_bridge.envs.demos import DEMOS_FILE
+
+    rng = np.random.default_rng(0)
+    episodes = [{STATE: rng.normal(size=(30, 14)).astype(np.float32), "action": rng.normal(size=(30, 14)).astype(np.float32),
+                 IMAGE: rng.integers(0, 256, (30, 24, 32, 3), dtype=np.uint8), "task": ""} for _ in range(2)]
+    write_lerobot_dataset(tmp_path / "data", episodes, fps=50)
+    (tmp_path / "data" / DEMOS_FILE).write_text(json.dumps(
+        {"suite": "aloha", "tasks": {"transfer_cube": {}}, "seed": 0, "episodes_per_task": 2, "image_size": [24, 32]}))
+    settings = [f"data.path={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=4",
+                "train.num_workers=0", "data.image_size=[16, 24]", "model.conditions.top.size=[16, 24]", "model.d_model=32", *QUIET]
+    assert main(["train", str(CONFIGS / "aloha_transfer_cube_pixels.yaml"), *[a for s in settings for a in ("--set", s)]]) == 0
+
+    short_episodes(3)
+    sizes = []
+    make_env = rollout.make_env
+    monkeypatch.setattr(rollout, "make_env", lambda *a, **k: sizes.append(k["image_size"]) or make_env(*a, **k))
+    report = rollout.evaluate_policy(tmp_path / "run" / "model", "aloha", "transfer_cube", episodes=1, out=tmp_path / "out")
+    assert sizes == [(24, 32)] and report["image_size"] == [24, 32]
+
+
 # ---------------------------------------------------------------------------------------------
 # The shipped configs.
+
+
+def test_pixel_configs_see_only_the_camera_and_the_joints():
+    """What every published ALOHA figure sees (gym-aloha's `pixels` and `agent_pos`): no object poses."""
+    pixel_configs = sorted(CONFIGS.glob("*pixels*.yaml")) + [CONFIGS / "act_aloha.yaml"]
+    assert len(pixel_configs) >= 3
+    for path in pixel_configs:
+        config = load_run_config(path)
+        observed = {key for name, key in config.data.features.items() if name not in config.model.targets}
+        assert "observation.state" in observed and any(key.startswith("observation.images.") for key in observed), path.name
+        assert observed <= {"observation.state"} | {k for k in observed if k.startswith("observation.images.")}, path.name
+        assert "env_state" not in config.model.conditions and "observation.environment_state" not in observed, path.name
+
+
+def test_aloha_pixel_configs_differ_only_in_the_task():
+    cube = to_dict(load_run_config(CONFIGS / "aloha_transfer_cube_pixels.yaml"))
+    insertion = to_dict(load_run_config(CONFIGS / "aloha_insertion_pixels.yaml"))
+    for config, task in ((cube, "transfer_cube"), (insertion, "insertion")):
+        assert config["data"].pop("path") == f"data/aloha_{task}_pixels"
+        assert config["train"].pop("output_dir") == f"runs/aloha_{task}_pixels"
+    assert cube == insertion
+    assert cube["data"]["image_size"] == cube["model"]["conditions"]["top"]["size"]
 
 
 def test_aloha_configs_differ_only_in_the_task():

@@ -3,10 +3,13 @@
     python tools/sim_benchmark.py metaworld_mt10          # A1: MT10, one language-conditioned policy
     python tools/sim_benchmark.py aloha_transfer_cube     # A2: state-based ALOHA, CPU-sized
     python tools/sim_benchmark.py aloha_insertion
+    python tools/sim_benchmark.py aloha_transfer_cube_pixels   # A2p: the top camera and the joints only
+    python tools/sim_benchmark.py aloha_insertion_pixels
     python tools/sim_benchmark.py aloha_transfer_cube --demos 3 --steps 300 --eval-episodes 3 --root /tmp/sanity
 
 Each benchmark writes its dataset and its run where its config says, below ROOT (data/<name>, demos
-from seed 0, kept if it exists so that a second call only trains and evaluates; runs/<name>, an
+from seed 0, with the camera rendered for the pixel benchmarks, kept if it exists so that a second
+call only trains and evaluates; runs/<name>, an
 existing run is resumed), then evaluates the policy from seed 100000 on, disjoint from
 the demos: with temporal ensembling off (rollout/) and on (rollout_te/, m = 0.01), and for MT10 on
 held-out phrasings too (rollout_heldout/). Each folder holds success.json and success.md (and GIFs in
@@ -17,9 +20,12 @@ OMP_NUM_THREADS=1 on a shared CPU; an interrupted run resumes when the command i
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -29,11 +35,23 @@ from cvae_bridge.evaluation.rollout import evaluate_policy  # noqa: E402
 from cvae_bridge.training import train  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# name -> (config, suite, tasks, query period with ensembling off, heldout phrasings evaluated)
+
+
+class Benchmark(NamedTuple):
+    config: str
+    suite: str
+    tasks: str
+    query_period: int | None = None  # with ensembling off; None: the chunk size
+    heldout: bool = False  # evaluate held-out phrasings too
+    image_size: tuple[int, int] | None = None  # the demonstrations' camera; None: no camera
+
+
 BENCHMARKS = {
-    "metaworld_mt10": ("metaworld_mt10.yaml", "metaworld", "mt10", 5, True),
-    "aloha_transfer_cube": ("aloha_transfer_cube_state.yaml", "aloha", "transfer_cube", None, False),
-    "aloha_insertion": ("aloha_insertion_state.yaml", "aloha", "insertion", None, False),
+    "metaworld_mt10": Benchmark("metaworld_mt10.yaml", "metaworld", "mt10", query_period=5, heldout=True),
+    "aloha_transfer_cube": Benchmark("aloha_transfer_cube_state.yaml", "aloha", "transfer_cube"),
+    "aloha_insertion": Benchmark("aloha_insertion_state.yaml", "aloha", "insertion"),
+    "aloha_transfer_cube_pixels": Benchmark("aloha_transfer_cube_pixels.yaml", "aloha", "transfer_cube", image_size=(240, 320)),
+    "aloha_insertion_pixels": Benchmark("aloha_insertion_pixels.yaml", "aloha", "insertion", image_size=(240, 320)),
 }
 ENSEMBLE = 0.01  # ACT's m
 
@@ -49,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=0, help="GIFs of the first N episodes per task and evaluation (default: 0; "
                         "without a GPU, rendering takes 0.1-0.25 s per frame)")
     args = parser.parse_args(argv)
-    config_name, suite, tasks, query_period, heldout = BENCHMARKS[args.benchmark]
+    config_name, suite, tasks, query_period, heldout, image_size = BENCHMARKS[args.benchmark]
     tasks = args.tasks or tasks
     root = Path(args.root)
     config = load_run_config(CONFIGS / config_name)
@@ -58,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if (data / DEMOS_FILE).is_file():
         print(f"using the demonstrations in {data}")
     else:
-        print(format_demos_report(generate_demos(suite, tasks, args.demos, 0, data)))
+        camera = {"render": True, "image_size": image_size} if image_size else {}
+        print(format_demos_report(generate_demos(suite, tasks, args.demos, 0, data, **camera)))
 
     overrides = [f"data.path={data}", f"train.output_dir={run}"] + ([f"train.steps={args.steps}"] if args.steps else [])
     start = time.perf_counter()
@@ -67,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training stopped at step {result.step}; run the same command again to resume it")
         return 128 + result.stop_signal
     print(f"trained to step {result.step} in {time.perf_counter() - start:.0f} s; model in {result.model_dir}")
+    waits = [row["data_wait"] for row in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "data_wait" in row]
+    if waits:
+        print(f"waiting for data: median {100 * statistics.median(waits):.1f}% of the training loop's time (max {100 * max(waits):.1f}%)")
 
     evaluations = {"rollout": {"query_period": query_period}, "rollout_te": {"temporal_ensemble": ENSEMBLE}}
     if heldout:
