@@ -29,7 +29,7 @@ def test_duplicate_names_raise():
 
 
 def test_unknown_names_list_the_known_ones_and_mention_plugins():
-    with pytest.raises(KeyError, match="unknown encoder 'audio'; known: action, image, text, vector.*cvae_bridge.plugins"):
+    with pytest.raises(KeyError, match="unknown encoder 'audio'; known: action, image, image_backbone, text, vector.*cvae_bridge.plugins"):
         registry.ENCODERS.get("audio")
 
 

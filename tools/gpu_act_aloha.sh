@@ -71,7 +71,7 @@ rates = [row["examples_per_s"] for row in log if "examples_per_s" in row]
 batch = json.loads((out / "run" / "model" / "config.json").read_text())["extra"]["run"]["train"]["batch_size"]
 summary = {
     "success_rate": sum(r["success"] for r in results) / len(results), "episodes": len(results),
-    "seeds": sorted(r["seed"] for r in results)[::len(results) - 1],
+    "seeds": [min(r["seed"] for r in results), max(r["seed"] for r in results)],
     "steps_per_s": statistics.median(rates) / batch if rates else None,
     "demos_s": demos_s, "train_s": train_s, "rollout_s": rollout_s, "total_s": demos_s + train_s + rollout_s,
 }
