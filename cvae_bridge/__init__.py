@@ -3,19 +3,61 @@
 __version__ = "0.1.0"
 
 from . import data, likelihoods, modalities  # noqa: F401  (registers the built-in parts)
-from .config import KLConfig, ModelConfig, RunConfig, TargetConfig, component, from_dict, load_run_config, to_dict
+from .config import (
+    KLConfig,
+    ModelConfig,
+    RunConfig,
+    TargetConfig,
+    component,
+    from_dict,
+    load_run_config,
+    to_dict,
+)
 from .likelihoods import LikelihoodHead
 from .modalities.base import Decoder, Encoder, Tokens
 from .model import ConditionalVAE
 from .pipelines import ActionChunkPolicy, TextToImagePipeline
 from .registry import (
-    list_datasets, list_decoders, list_encoders, list_likelihoods, list_posteriors, list_priors,
-    register_dataset, register_decoder, register_encoder, register_likelihood, register_posterior, register_prior,
+    list_datasets,
+    list_decoders,
+    list_encoders,
+    list_likelihoods,
+    list_posteriors,
+    list_priors,
+    register_dataset,
+    register_decoder,
+    register_encoder,
+    register_likelihood,
+    register_posterior,
+    register_prior,
 )
 
 __all__ = [
-    "ActionChunkPolicy", "ConditionalVAE", "TextToImagePipeline", "Decoder", "Encoder", "KLConfig", "LikelihoodHead", "ModelConfig", "RunConfig", "TargetConfig",
-    "Tokens", "component", "from_dict", "load_run_config", "to_dict",
-    "list_datasets", "list_decoders", "list_encoders", "list_likelihoods", "list_posteriors", "list_priors",
-    "register_dataset", "register_decoder", "register_encoder", "register_likelihood", "register_posterior", "register_prior",
+    "ActionChunkPolicy",
+    "ConditionalVAE",
+    "TextToImagePipeline",
+    "Decoder",
+    "Encoder",
+    "KLConfig",
+    "LikelihoodHead",
+    "ModelConfig",
+    "RunConfig",
+    "TargetConfig",
+    "Tokens",
+    "component",
+    "from_dict",
+    "load_run_config",
+    "to_dict",
+    "list_datasets",
+    "list_decoders",
+    "list_encoders",
+    "list_likelihoods",
+    "list_posteriors",
+    "list_priors",
+    "register_dataset",
+    "register_decoder",
+    "register_encoder",
+    "register_likelihood",
+    "register_posterior",
+    "register_prior",
 ]

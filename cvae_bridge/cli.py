@@ -9,10 +9,10 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .config import load_run_config
     from .training import train
-
-    from accelerate import PartialState
 
     result = train(load_run_config(args.config, args.set), resume=args.resume)
     state = PartialState()
@@ -22,7 +22,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if result.status == "interrupted":
         name = signal.Signals(result.stop_signal).name
-        print(f"interrupted by {name} at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}")
+        print(
+            f"interrupted by {name} at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}"
+        )
         return 128 + result.stop_signal  # the shell's convention for death by that signal
     print(f"model saved to {result.model_dir}")
     return 0
@@ -32,7 +34,9 @@ def _generate(args: argparse.Namespace) -> int:
     from .pipelines import TextToImagePipeline
 
     pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
-    path = pipe.save_grid(args.prompt, args.out, num_images_per_prompt=args.num, temperature=args.temperature, seed=args.seed)
+    path = pipe.save_grid(
+        args.prompt, args.out, num_images_per_prompt=args.num, temperature=args.temperature, seed=args.seed
+    )
     print(f"wrote {path} ({len(args.prompt)} prompts x {args.num} images)")
     return 0
 
@@ -53,13 +57,17 @@ def _replay(args: argparse.Namespace) -> int:
 
     from .pipelines.policy import replay_episodes
 
-    report = replay_episodes(args.model, args.data, args.episodes, args.query_period, args.temporal_ensemble, args.device)
+    report = replay_episodes(
+        args.model, args.data, args.episodes, args.query_period, args.temporal_ensemble, args.device
+    )
     out = Path(args.out or Path(args.model).parent / "replay.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for row in report["episodes"]:
         print(f"  episode {row['episode']:>5}: L1 {row['l1']:.4f} over {row['frames']} frames")
-    print(f"L1 {report['l1']:.4f} over {len(report['episodes'])} episodes ({report['frames']} frames); wrote {out}")
+    print(
+        f"L1 {report['l1']:.4f} over {len(report['episodes'])} episodes ({report['frames']} frames); wrote {out}"
+    )
     return 0
 
 
@@ -68,8 +76,15 @@ def _demos(args: argparse.Namespace) -> int:
     from .envs.demos import format_demos_report, generate_demos
 
     report = generate_demos(
-        args.suite, args.tasks, args.episodes, args.seed, args.out, args.keep_failures,
-        render=args.render or args.image_size is not None, image_size=args.image_size or IMAGE_SIZE, workers=args.workers,
+        args.suite,
+        args.tasks,
+        args.episodes,
+        args.seed,
+        args.out,
+        args.keep_failures,
+        render=args.render or args.image_size is not None,
+        image_size=args.image_size or IMAGE_SIZE,
+        workers=args.workers,
     )
     print(format_demos_report(report))
     print(f"wrote {args.out} (LeRobot v3) and {Path(args.out) / 'demos.json'}")
@@ -80,8 +95,19 @@ def _rollout(args: argparse.Namespace) -> int:
     from .evaluation.rollout import evaluate_policy, markdown_table
 
     report = evaluate_policy(
-        args.model, args.suite, args.tasks, args.episodes, args.seed, args.temporal_ensemble, args.query_period,
-        args.phrasings, args.video_dir, args.videos, args.batch_size, args.out, args.device,
+        args.model,
+        args.suite,
+        args.tasks,
+        args.episodes,
+        args.seed,
+        args.temporal_ensemble,
+        args.query_period,
+        args.phrasings,
+        args.video_dir,
+        args.videos,
+        args.batch_size,
+        args.out,
+        args.device,
     )
     out = Path(args.out or Path(args.model).parent / "rollout")
     print(markdown_table(report), end="")
@@ -105,25 +131,44 @@ def _config(args: argparse.Namespace) -> int:
 
     from .config import load_run_config, to_dict
 
-    print(yaml.safe_dump(to_dict(load_run_config(args.config, args.set)), sort_keys=False, default_flow_style=None), end="")
+    print(
+        yaml.safe_dump(
+            to_dict(load_run_config(args.config, args.set)), sort_keys=False, default_flow_style=None
+        ),
+        end="",
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cvae-bridge", description="Multimodal conditional VAEs: train, generate, evaluate.")
+    parser = argparse.ArgumentParser(
+        prog="cvae-bridge", description="Multimodal conditional VAEs: train, generate, evaluate."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     overrides = argparse.ArgumentParser(add_help=False)
-    overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500 (repeatable)")
+    overrides.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.steps=500 (repeatable)",
+    )
 
-    train = commands.add_parser("train", parents=[overrides], help="train a model (no CONFIG: text-to-image on MNIST)")
+    train = commands.add_parser(
+        "train", parents=[overrides], help="train a model (no CONFIG: text-to-image on MNIST)"
+    )
     train.add_argument("config", nargs="?", help="a run config YAML (see configs/)")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir"
+    )
     train.set_defaults(run=_train)
 
     generate = commands.add_parser("generate", help="write a grid of images generated from prompts")
     generate.add_argument("--model", required=True, help="a model folder (save_pretrained)")
-    generate.add_argument("--prompt", action="append", required=True, help="a text prompt (repeatable: one grid row each)")
+    generate.add_argument(
+        "--prompt", action="append", required=True, help="a text prompt (repeatable: one grid row each)"
+    )
     generate.add_argument("--out", default="grid.png", help="PNG file to write")
     generate.add_argument("--num", type=int, default=8, help="images per prompt")
     generate.add_argument("--temperature", type=float, default=1.0)
@@ -131,47 +176,113 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", default="cpu")
     generate.set_defaults(run=_generate)
 
-    evaluate = commands.add_parser("eval", parents=[overrides], help="evaluate a model folder: metrics.json, metrics.md and pictures")
+    evaluate = commands.add_parser(
+        "eval", parents=[overrides], help="evaluate a model folder: metrics.json, metrics.md and pictures"
+    )
     evaluate.add_argument("--model", required=True, help="a model folder written by training")
     evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_eval)
 
-    replay = commands.add_parser("replay", help="run an action-chunk policy on recorded episodes; L1 error against the recorded actions")
+    replay = commands.add_parser(
+        "replay",
+        help="run an action-chunk policy on recorded episodes; L1 error against the recorded actions",
+    )
     replay.add_argument("--model", required=True, help="a model folder written by training")
-    replay.add_argument("--data", required=True, help="a dataset folder: LeRobot (meta/info.json) or ACT HDF5 (episode_<i>.hdf5)")
+    replay.add_argument(
+        "--data",
+        required=True,
+        help="a dataset folder: LeRobot (meta/info.json) or ACT HDF5 (episode_<i>.hdf5)",
+    )
     replay.add_argument("--episodes", type=int, nargs="+", help="episode indices (default: all)")
-    replay.add_argument("--query-period", type=int, help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)")
-    replay.add_argument("--temporal-ensemble", type=float, metavar="M", help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01")
+    replay.add_argument(
+        "--query-period",
+        type=int,
+        help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)",
+    )
+    replay.add_argument(
+        "--temporal-ensemble",
+        type=float,
+        metavar="M",
+        help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01",
+    )
     replay.add_argument("--out", help="JSON file to write (default: replay.json beside the model folder)")
     replay.add_argument("--device", default="cpu")
     replay.set_defaults(run=_replay)
 
-    demos = commands.add_parser("demos", help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset")
+    demos = commands.add_parser(
+        "demos", help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset"
+    )
     demos.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
-    demos.add_argument("--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)")
+    demos.add_argument(
+        "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
+    )
     demos.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
-    demos.add_argument("--seed", type=int, default=0, help="episode i of each task runs from seed SEED + i (default: 0)")
+    demos.add_argument(
+        "--seed", type=int, default=0, help="episode i of each task runs from seed SEED + i (default: 0)"
+    )
     demos.add_argument("--out", required=True, help="dataset folder to write (replaced if it exists)")
-    demos.add_argument("--render", action="store_true", help="also store the top camera as observation.images.top (MUJOCO_GL=egl)")
-    demos.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                       help="render the camera at H x W (implies --render; default 240 320, ACT's is 480 640)")
-    demos.add_argument("--workers", type=int, default=1, help="processes per task (default: 1; rendering takes a core each)")
-    demos.add_argument("--keep-failures", action="store_true", help="keep the experts' failed episodes too (default: successful only)")
+    demos.add_argument(
+        "--render",
+        action="store_true",
+        help="also store the top camera as observation.images.top (MUJOCO_GL=egl)",
+    )
+    demos.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="render the camera at H x W (implies --render; default 240 320, ACT's is 480 640)",
+    )
+    demos.add_argument(
+        "--workers", type=int, default=1, help="processes per task (default: 1; rendering takes a core each)"
+    )
+    demos.add_argument(
+        "--keep-failures",
+        action="store_true",
+        help="keep the experts' failed episodes too (default: successful only)",
+    )
     demos.set_defaults(run=_demos)
 
-    rollout = commands.add_parser("rollout", help="run a trained policy in the simulator; success per task in success.json / success.md")
+    rollout = commands.add_parser(
+        "rollout", help="run a trained policy in the simulator; success per task in success.json / success.md"
+    )
     rollout.add_argument("--model", required=True, help="a model folder written by training")
     rollout.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
-    rollout.add_argument("--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)")
+    rollout.add_argument(
+        "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
+    )
     rollout.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
-    rollout.add_argument("--seed", type=int, help="episode i runs from seed SEED + i (default: 100000, past the demos' seeds)")
-    rollout.add_argument("--query-period", type=int, help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)")
-    rollout.add_argument("--temporal-ensemble", type=float, metavar="M", help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01")
-    rollout.add_argument("--phrasings", choices=["train", "heldout"], default="train", help="instruction phrasings for a language-conditioned policy")
+    rollout.add_argument(
+        "--seed", type=int, help="episode i runs from seed SEED + i (default: 100000, past the demos' seeds)"
+    )
+    rollout.add_argument(
+        "--query-period",
+        type=int,
+        help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)",
+    )
+    rollout.add_argument(
+        "--temporal-ensemble",
+        type=float,
+        metavar="M",
+        help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01",
+    )
+    rollout.add_argument(
+        "--phrasings",
+        choices=["train", "heldout"],
+        default="train",
+        help="instruction phrasings for a language-conditioned policy",
+    )
     rollout.add_argument("--video-dir", help="save GIFs of the first --videos episodes of each task here")
-    rollout.add_argument("--videos", type=int, default=2, help="episodes per task saved as GIFs with --video-dir (default: 2)")
-    rollout.add_argument("--batch-size", type=int, default=10, help="episodes run side by side, one policy call per step (default: 10)")
+    rollout.add_argument(
+        "--videos", type=int, default=2, help="episodes per task saved as GIFs with --video-dir (default: 2)"
+    )
+    rollout.add_argument(
+        "--batch-size",
+        type=int,
+        default=10,
+        help="episodes run side by side, one policy call per step (default: 10)",
+    )
     rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")
     rollout.add_argument("--device", default="cpu")
     rollout.set_defaults(run=_rollout)
@@ -179,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list registered components, plugins included")
     listing.set_defaults(run=_list)
 
-    config = commands.add_parser("config", parents=[overrides], help="print a run config with defaults filled in")
+    config = commands.add_parser(
+        "config", parents=[overrides], help="print a run config with defaults filled in"
+    )
     config.add_argument("config", nargs="?")
     config.set_defaults(run=_config)
     return parser

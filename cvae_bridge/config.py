@@ -87,7 +87,9 @@ class KLConfig:
 class SharpenConfig:
     perceptual_weight: float = 0.0  # per example, beside a reconstruction term in nats
     perceptual_resolution: int = 64  # images are resized to this for the feature network
-    perceptual_blocks: list[int] = field(default_factory=lambda: [0, 2, 4])  # EfficientNet-Lite0 blocks compared
+    perceptual_blocks: list[int] = field(
+        default_factory=lambda: [0, 2, 4]
+    )  # EfficientNet-Lite0 blocks compared
     adversarial_weight: float = 0.0
     discriminator_widths: list[int] = field(default_factory=lambda: [64, 128])
     start_step: int = 0  # optimiser step from which both terms count
@@ -273,7 +275,9 @@ def from_dict(cls: type[C], data: Any, path: str = "config") -> C:
     if issubclass(cls, ComponentConfig) and cls.kind:
         type_name = data.get("type")
         if not isinstance(type_name, str) or not type_name:
-            raise ConfigError(f"{path}.type: every {cls.kind} config needs a `type` naming a registered {cls.kind}")
+            raise ConfigError(
+                f"{path}.type: every {cls.kind} config needs a `type` naming a registered {cls.kind}"
+            )
         try:
             component_cls = REGISTRIES[cls.kind].get(type_name)
         except KeyError as error:
@@ -283,7 +287,9 @@ def from_dict(cls: type[C], data: Any, path: str = "config") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}"
+        )
     values = {}
     for name, f in fields.items():
         if name in data:
@@ -334,7 +340,9 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 

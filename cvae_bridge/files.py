@@ -6,8 +6,8 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import InputError
 
@@ -63,7 +63,9 @@ def confined_path(root: str | Path, relative: str, what: str) -> Path:
     (`..`, symlinks out): dataset metadata must not point at files outside the dataset."""
     root = Path(root).resolve()
     if Path(relative).is_absolute():
-        raise InputError(f"{what}: absolute path {relative!r} is not allowed; paths must be relative to {root}")
+        raise InputError(
+            f"{what}: absolute path {relative!r} is not allowed; paths must be relative to {root}"
+        )
     resolved = (root / relative).resolve()
     if not resolved.is_relative_to(root):
         raise InputError(f"{what}: path {relative!r} points outside the dataset folder {root}")

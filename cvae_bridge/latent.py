@@ -22,7 +22,9 @@ from .registry import POSTERIORS, register_posterior, register_prior
 LOG_2PI = math.log(2 * math.pi)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def reparameterize(
+    mu: torch.Tensor, logvar: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """z = mu + temperature * sigma * eps: differentiable in mu and logvar."""
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + temperature * torch.exp(0.5 * logvar) * eps
@@ -33,9 +35,13 @@ def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
     return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor
+) -> torch.Tensor:
     """KL(q || p) between diagonal Gaussians, per dimension (not summed)."""
-    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) * torch.exp(-logvar_p) - 1.0)
+    return 0.5 * (
+        logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) * torch.exp(-logvar_p) - 1.0
+    )
 
 
 class GaussianNetwork(nn.Module):
@@ -96,7 +102,9 @@ class TransformerPosterior(GaussianNetwork):
     def __init__(self, config: TransformerPosteriorConfig, d_model: int, latent_dim: int, num_inputs: int):
         super().__init__(config, d_model, latent_dim, num_inputs)
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
-        self.encoder = transformer_encoder(d_model, config.layers, config.heads, config.ff_dim, config.dropout, config.norm_first)
+        self.encoder = transformer_encoder(
+            d_model, config.layers, config.heads, config.ff_dim, config.dropout, config.norm_first
+        )
         self.out = nn.Linear(d_model, 2 * latent_dim)
 
     def forward(self, parts: list[Tokens]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +181,9 @@ class ConditionalPrior(Prior):
     def __init__(self, config: ConditionalPriorConfig, d_model: int, latent_dim: int, num_conditions: int):
         super().__init__(config, d_model, latent_dim, num_conditions)
         if num_conditions == 0:
-            raise ConfigError("model.prior: the conditional prior needs at least one condition modality in model.conditions")
+            raise ConfigError(
+                "model.prior: the conditional prior needs at least one condition modality in model.conditions"
+            )
         network = POSTERIORS.get(config.network.type)
         self.network = network(config.network, d_model, latent_dim, num_conditions)
 

@@ -49,7 +49,9 @@ class LikelihoodHead(nn.Module):
         """(B, S, P), (B, S, C) -> (B, S) log-density summed over channels."""
         raise NotImplementedError
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(
+        self, params: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-example log-likelihood in nats, (B,): sum over channels and unmasked sites."""
         site = self.site_log_prob(params.float(), x.float())
         if mask is not None:
@@ -67,7 +69,9 @@ class LikelihoodHead(nn.Module):
             return
         low, high = (float(v) for v in x.aminmax())
         if low < 0 or high > 1:
-            raise InputError(f"batch[{name!r}]: the {self.registered_name} likelihood expects values in [0, 1], got {low:.4g}..{high:.4g}")
+            raise InputError(
+                f"batch[{name!r}]: the {self.registered_name} likelihood expects values in [0, 1], got {low:.4g}..{high:.4g}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +214,9 @@ class Categorical256(LikelihoodHead):
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         probs = rearrange(self._logits(params).softmax(-1), "b s c k -> (b s c) k")
         levels = torch.multinomial(probs, 1, generator=generator)
-        return rearrange(levels, "(b s c) 1 -> b s c", b=params.shape[0], s=params.shape[1]).float() / (LEVELS - 1)
+        return rearrange(levels, "(b s c) 1 -> b s c", b=params.shape[0], s=params.shape[1]).float() / (
+            LEVELS - 1
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +252,9 @@ class DiscretizedLogisticMixture(LikelihoodHead):
         coefficients = torch.tanh(params[..., 1 + 2 * c :])
         return logits, means, log_scales, coefficients
 
-    def _conditional_means(self, means: torch.Tensor, coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _conditional_means(
+        self, means: torch.Tensor, coefficients: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         """Shift channel c's mean by coefficient-weighted values of channels < c. x: (B, S, 1, C)."""
         shifted = [means[..., 0]]
         k = 0
@@ -272,7 +280,9 @@ class DiscretizedLogisticMixture(LikelihoodHead):
         log_pdf_mid = mid - log_scales - 2 * F.softplus(mid) + math.log(2 * half_bin)
         bin_mass = (cdf_plus - cdf_minus).clamp(min=1e-12)
         interior = torch.where(cdf_plus - cdf_minus > 1e-5, torch.log(bin_mass), log_pdf_mid)
-        log_probs = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_minus, interior))
+        log_probs = torch.where(
+            x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_minus, interior)
+        )
         return torch.logsumexp(log_probs.sum(-1) + logits.log_softmax(-1), dim=-1)
 
     def _component(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -280,14 +290,20 @@ class DiscretizedLogisticMixture(LikelihoodHead):
         index = torch.multinomial(flat, 1, generator=generator)
         return rearrange(index, "(b s) 1 -> b s 1", b=logits.shape[0])
 
-    def _decode(self, params: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    def _decode(
+        self, params: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """Channel by channel: pick values (mean when noise is None), feeding each into the next
         channel's conditional mean."""
         logits, means, log_scales, coefficients = self._split(params)
         if noise is None:
             weights = logits.softmax(-1).unsqueeze(-1)  # mixture mean
         else:
-            weights = F.one_hot(self._component(logits, generator).squeeze(-1), self.config.components).unsqueeze(-1).to(params.dtype)
+            weights = (
+                F.one_hot(self._component(logits, generator).squeeze(-1), self.config.components)
+                .unsqueeze(-1)
+                .to(params.dtype)
+            )
         values: list[torch.Tensor] = []
         k = 0
         for c in range(self.channels):

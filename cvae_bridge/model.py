@@ -71,11 +71,18 @@ class ConditionalVAE(nn.Module):
         if not config.targets:
             raise ConfigError("model.targets: at least one target modality is needed")
 
-        self.condition_encoders = nn.ModuleDict({n: ENCODERS.get(c.type)(c, d) for n, c in config.conditions.items()})
-        self.target_encoders = nn.ModuleDict({n: ENCODERS.get(t.encoder.type)(t.encoder, d) for n, t in config.targets.items()})
+        self.condition_encoders = nn.ModuleDict(
+            {n: ENCODERS.get(c.type)(c, d) for n, c in config.conditions.items()}
+        )
+        self.target_encoders = nn.ModuleDict(
+            {n: ENCODERS.get(t.encoder.type)(t.encoder, d) for n, t in config.targets.items()}
+        )
         conditioned = bool(config.conditions)
         self.decoders = nn.ModuleDict(
-            {n: DECODERS.get(t.decoder.type)(t.decoder, d, latent, conditioned) for n, t in config.targets.items()}
+            {
+                n: DECODERS.get(t.decoder.type)(t.decoder, d, latent, conditioned)
+                for n, t in config.targets.items()
+            }
         )
         self.heads = nn.ModuleDict(
             {
@@ -85,9 +92,15 @@ class ConditionalVAE(nn.Module):
         )
         for name, target in config.targets.items():
             if target.sharpen.enabled and len(self.decoders[name].event_shape) != 3:
-                raise ConfigError(f"model.targets.{name}.sharpen: perceptual and adversarial terms need an image target (C, H, W), not {self.decoders[name].event_shape}")
+                raise ConfigError(
+                    f"model.targets.{name}.sharpen: perceptual and adversarial terms need an image target (C, H, W), not {self.decoders[name].event_shape}"
+                )
         self.sharpeners = nn.ModuleDict(
-            {n: Sharpener(t.sharpen, self.decoders[n].channels) for n, t in config.targets.items() if t.sharpen.enabled}
+            {
+                n: Sharpener(t.sharpen, self.decoders[n].channels)
+                for n, t in config.targets.items()
+                if t.sharpen.enabled
+            }
         )
         # A learned embedding per modality tells the attention layers which tokens came from where.
         self.type_embeddings = nn.ParameterDict(
@@ -98,21 +111,29 @@ class ConditionalVAE(nn.Module):
         self.posterior_conditions = list(config.conditions) if wanted is None else list(wanted)
         unknown = sorted(set(self.posterior_conditions) - set(config.conditions))
         if unknown:
-            raise ConfigError(f"model.posterior.conditions: {unknown} are not condition modalities; known: {sorted(config.conditions)}")
+            raise ConfigError(
+                f"model.posterior.conditions: {unknown} are not condition modalities; known: {sorted(config.conditions)}"
+            )
         self.posterior = POSTERIORS.get(config.posterior.type)(
             config.posterior, d, latent, len(config.targets) + len(self.posterior_conditions)
         )
         network = getattr(config.prior, "network", None)
         if network is not None and network.conditions is not None:
-            raise ConfigError("model.prior.network.conditions: the prior always sees every condition; remove this key")
+            raise ConfigError(
+                "model.prior.network.conditions: the prior always sees every condition; remove this key"
+            )
         self.prior = PRIORS.get(config.prior.type)(config.prior, d, latent, len(config.conditions))
         if config.deterministic and self.prior.conditional:
-            raise ConfigError("model.deterministic: a deterministic autoencoder has no KL term, so a learned prior would never be trained")
+            raise ConfigError(
+                "model.deterministic: a deterministic autoencoder has no KL term, so a learned prior would never be trained"
+            )
 
         known = {**config.conditions, **{n: t.encoder for n, t in config.targets.items()}}
         missing = sorted(set(config.normalize) - set(known))
         if missing:
-            raise ConfigError(f"model.normalize: {missing} are not modalities of this model; known: {sorted(known)}")
+            raise ConfigError(
+                f"model.normalize: {missing} are not modalities of this model; known: {sorted(known)}"
+            )
         self.normalizers = nn.ModuleDict({n: Normalizer(self._feature_size(n)) for n in config.normalize})
 
     def _feature_size(self, name: str) -> int:
@@ -122,7 +143,9 @@ class ConditionalVAE(nn.Module):
             value = getattr(cfg, key, None)
             if value is not None:
                 return value if isinstance(value, int) else value[-1]
-        raise ConfigError(f"model.normalize: modality {name!r} ({cfg.type}) has no feature dimension to normalise")
+        raise ConfigError(
+            f"model.normalize: modality {name!r} ({cfg.type}) has no feature dimension to normalise"
+        )
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -132,7 +155,7 @@ class ConditionalVAE(nn.Module):
         return save_pretrained(self, directory, extra)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "ConditionalVAE":
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ConditionalVAE:
         """Rebuild from a saved folder; weights load strictly. Returned in eval mode."""
         return load_pretrained(cls, directory, device)
 
@@ -168,7 +191,9 @@ class ConditionalVAE(nn.Module):
         needed = [*self.condition_encoders, *(self.target_encoders if targets else [])]
         missing = [n for n in needed if n not in batch]
         if missing:
-            raise InputError(f"batch: missing modality {missing}; the model needs {needed}, the batch has {sorted(batch)}")
+            raise InputError(
+                f"batch: missing modality {missing}; the model needs {needed}, the batch has {sorted(batch)}"
+            )
         sizes = {}
         for name, encoder in self.condition_encoders.items():
             encoder.check(batch[name], name)
@@ -178,11 +203,17 @@ class ConditionalVAE(nn.Module):
                 value, decoder = batch[name], self.decoders[name]
                 encoder.check(value, name)
                 if tuple(value.shape[1:]) != decoder.event_shape:
-                    raise InputError(f"batch[{name!r}]: expected shape (batch, {', '.join(map(str, decoder.event_shape))}), got {tuple(value.shape)}")
+                    raise InputError(
+                        f"batch[{name!r}]: expected shape (batch, {', '.join(map(str, decoder.event_shape))}), got {tuple(value.shape)}"
+                    )
                 self.heads[name].check(value, name)
                 mask = batch.get(f"{name}_mask")
-                if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (value.shape[0], decoder.sites)):
-                    raise InputError(f"batch[{name + '_mask'!r}]: expected a bool tensor of shape ({value.shape[0]}, {decoder.sites}), got {mask.dtype} {tuple(mask.shape)}")
+                if mask is not None and (
+                    mask.dtype != torch.bool or tuple(mask.shape) != (value.shape[0], decoder.sites)
+                ):
+                    raise InputError(
+                        f"batch[{name + '_mask'!r}]: expected a bool tensor of shape ({value.shape[0]}, {decoder.sites}), got {mask.dtype} {tuple(mask.shape)}"
+                    )
                 sizes[name] = encoder.batch_size(value)
         if len(set(sizes.values())) > 1:
             raise InputError(f"batch: modalities disagree on the batch size: {sizes}")
@@ -191,10 +222,16 @@ class ConditionalVAE(nn.Module):
     def _normalized(self, batch: Batch) -> Batch:
         for name, normalizer in self.normalizers.items():
             if not bool(normalizer.fitted):
-                raise RuntimeError(f"normalisation statistics for {name!r} were never set: call model.set_normalization or train through cvae_bridge.training")
-        return {k: self.normalizers[k](v) if k in self.normalizers and k in batch else v for k, v in batch.items()}
+                raise RuntimeError(
+                    f"normalisation statistics for {name!r} were never set: call model.set_normalization or train through cvae_bridge.training"
+                )
+        return {
+            k: self.normalizers[k](v) if k in self.normalizers and k in batch else v for k, v in batch.items()
+        }
 
-    def set_normalization(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]], min_std: float = 1e-2) -> None:
+    def set_normalization(
+        self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]], min_std: float = 1e-2
+    ) -> None:
         """Set per-feature mean and std for each modality listed in `model.normalize`."""
         missing = sorted(set(self.normalizers) - set(stats))
         if missing:
@@ -207,7 +244,8 @@ class ConditionalVAE(nn.Module):
 
     def encode_conditions(self, batch: Batch) -> dict[str, Tokens]:
         return {
-            n: self._typed(n, enc(batch[n], batch.get(f"{n}_mask"))) for n, enc in self.condition_encoders.items()
+            n: self._typed(n, enc(batch[n], batch.get(f"{n}_mask")))
+            for n, enc in self.condition_encoders.items()
         }
 
     def _typed(self, name: str, tokens: Tokens) -> Tokens:
@@ -217,7 +255,9 @@ class ConditionalVAE(nn.Module):
         return Tokens.cat(list(conditions.values()), batch, self.config.d_model, self.device)
 
     def _posterior(self, batch: Batch, conditions: dict[str, Tokens]) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [self._typed(n, enc(batch[n], batch.get(f"{n}_mask"))) for n, enc in self.target_encoders.items()]
+        parts = [
+            self._typed(n, enc(batch[n], batch.get(f"{n}_mask"))) for n, enc in self.target_encoders.items()
+        ]
         parts += [conditions[n] for n in self.posterior_conditions]
         return self.posterior(parts)
 
@@ -294,12 +334,19 @@ class ConditionalVAE(nn.Module):
 
     # -- inference ------------------------------------------------------------------------------
 
-    def _outputs(self, params: dict[str, torch.Tensor], output: Literal["mean", "sample"], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def _outputs(
+        self,
+        params: dict[str, torch.Tensor],
+        output: Literal["mean", "sample"],
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
         """Likelihood means or draws, in each target's natural shape and units."""
         result = {}
         for name, p in params.items():
             head = self.heads[name]
-            value = self.decoders[name].from_sites(head.mean(p) if output == "mean" else head.sample(p, generator))
+            value = self.decoders[name].from_sites(
+                head.mean(p) if output == "mean" else head.sample(p, generator)
+            )
             result[name] = self.normalizers[name].inverse(value) if name in self.normalizers else value
         return result
 
@@ -319,7 +366,13 @@ class ConditionalVAE(nn.Module):
         return self._prior(self.encode_conditions(self._normalized(batch)), size)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, conditions: Batch, output: Literal["mean", "sample"] = "mean", generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def decode(
+        self,
+        z: torch.Tensor,
+        conditions: Batch,
+        output: Literal["mean", "sample"] = "mean",
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Targets from latents z (B, latent_dim) and a condition batch, in their natural shape
         and units (normalisation undone)."""
         size = self.check_batch(conditions, targets=False) if self.condition_encoders else z.shape[0]
@@ -358,7 +411,9 @@ class ConditionalVAE(nn.Module):
         return self._outputs(self._decode(z, sequence), output, generator)
 
     @torch.no_grad()
-    def reconstruct(self, batch: Batch, latent: Literal["sample", "mean"] = "mean") -> dict[str, torch.Tensor]:
+    def reconstruct(
+        self, batch: Batch, latent: Literal["sample", "mean"] = "mean"
+    ) -> dict[str, torch.Tensor]:
         """Encode targets, decode again: the likelihood means, in the targets' natural shape."""
         mu, logvar = self.encode(batch)
         z = mu if latent == "mean" or self.config.deterministic else reparameterize(mu, logvar)
@@ -382,19 +437,29 @@ class ConditionalVAE(nn.Module):
         mu_p, logvar_p = self._prior(conditions, size)
         # The Jacobian of normalisation: log p(x) = log p(x_normalised) - sum log std.
         correction = sum(
-            self.normalizers[n].std.log().sum() * (self.decoders[n].sites if f"{n}_mask" not in batch else batch[f"{n}_mask"].sum(1))
-            for n in self.decoders if n in self.normalizers
+            self.normalizers[n].std.log().sum()
+            * (self.decoders[n].sites if f"{n}_mask" not in batch else batch[f"{n}_mask"].sum(1))
+            for n in self.decoders
+            if n in self.normalizers
         )
         weights = []
         for start in range(0, num_samples, chunk_size):
             k = min(chunk_size, num_samples - start)
-            expand = lambda t: repeat(t, "b ... -> (b k) ...", k=k)  # noqa: E731
+            expand = lambda t, k=k: repeat(t, "b ... -> (b k) ...", k=k)  # noqa: E731
             z = reparameterize(expand(mu_q), expand(logvar_q))
-            sequence = self._condition_sequence({n: _repeat_tokens(t, k) for n, t in conditions.items()}, size * k)
+            sequence = self._condition_sequence(
+                {n: _repeat_tokens(t, k) for n, t in conditions.items()}, size * k
+            )
             targets = {n: expand(batch[n]) for n in self.decoders}
-            targets.update({f"{n}_mask": expand(batch[f"{n}_mask"]) for n in self.decoders if f"{n}_mask" in batch})
+            targets.update(
+                {f"{n}_mask": expand(batch[f"{n}_mask"]) for n in self.decoders if f"{n}_mask" in batch}
+            )
             log_px = sum(self._target_log_probs(self._decode(z, sequence), targets).values())
-            log_w = log_px + gaussian_log_prob(z, expand(mu_p), expand(logvar_p)) - gaussian_log_prob(z, expand(mu_q), expand(logvar_q))
+            log_w = (
+                log_px
+                + gaussian_log_prob(z, expand(mu_p), expand(logvar_p))
+                - gaussian_log_prob(z, expand(mu_q), expand(logvar_q))
+            )
             weights.append(rearrange(log_w, "(b k) -> b k", k=k))
         log_w = torch.cat(weights, dim=1)
         return torch.logsumexp(log_w, dim=1) - math.log(num_samples) - correction

@@ -24,9 +24,7 @@ def sine_positions_2d(height: int, width: int, dim: int, device: torch.device | 
         raise ValueError(f"2-D sine positions need a width divisible by 4, got {dim}")
     rows = _sine_embed(torch.arange(height, device=device, dtype=torch.float32), dim // 2)
     cols = _sine_embed(torch.arange(width, device=device, dtype=torch.float32), dim // 2)
-    grid = torch.cat(
-        [repeat(rows, "h d -> h w d", w=width), repeat(cols, "w d -> h w d", h=height)], dim=-1
-    )
+    grid = torch.cat([repeat(rows, "h d -> h w d", w=width), repeat(cols, "w d -> h w d", h=height)], dim=-1)
     return rearrange(grid, "h w d -> (h w) d")
 
 
@@ -81,7 +79,9 @@ class AttentionPool(nn.Module):
         return rearrange(pooled, "b 1 d -> b d").masked_fill(empty[:, None], 0.0)
 
 
-def transformer_encoder(dim: int, layers: int, heads: int, ff_dim: int, dropout: float, norm_first: bool) -> nn.TransformerEncoder:
+def transformer_encoder(
+    dim: int, layers: int, heads: int, ff_dim: int, dropout: float, norm_first: bool
+) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(
         dim, heads, ff_dim, dropout, activation="gelu", batch_first=True, norm_first=norm_first
     )

@@ -9,7 +9,8 @@ registers its parts).
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -33,11 +33,13 @@ class PerceptualDistance(nn.Module):
         self.resolution, self.blocks = resolution, sorted(blocks)
         self.network = load_efficientnet_lite0(resolution).requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "PerceptualDistance":
+    def train(self, mode: bool = True) -> PerceptualDistance:
         return super().train(False)  # frozen BatchNorm statistics
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = F.interpolate(images.expand(-1, 3, -1, -1), size=(self.resolution,) * 2, mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            images.expand(-1, 3, -1, -1), size=(self.resolution,) * 2, mode="bilinear", align_corners=False
+        )
         net = self.network
         x = net._swish(net._bn0(net._conv_stem(imagenet_normalize(x))))
         found = []
@@ -60,7 +62,11 @@ class PatchDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         previous = channels
         for width in widths:
-            layers += [nn.Conv2d(previous, width, 4, stride=2, padding=1), nn.GroupNorm(min(8, width), width), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(previous, width, 4, stride=2, padding=1),
+                nn.GroupNorm(min(8, width), width),
+                nn.LeakyReLU(0.2),
+            ]
             previous = width
         layers.append(nn.Conv2d(previous, 1, 3, padding=1))
         self.net = nn.Sequential(*layers)
@@ -73,8 +79,16 @@ class Sharpener(nn.Module):
     def __init__(self, config: SharpenConfig, channels: int):
         super().__init__()
         self.config = config
-        self.perceptual = PerceptualDistance(config.perceptual_resolution, config.perceptual_blocks) if config.perceptual_weight > 0 else None
-        self.discriminator = PatchDiscriminator(channels, config.discriminator_widths) if config.adversarial_weight > 0 else None
+        self.perceptual = (
+            PerceptualDistance(config.perceptual_resolution, config.perceptual_blocks)
+            if config.perceptual_weight > 0
+            else None
+        )
+        self.discriminator = (
+            PatchDiscriminator(channels, config.discriminator_widths)
+            if config.adversarial_weight > 0
+            else None
+        )
 
     def external_modules(self) -> list[str]:
         return ["perceptual"] if self.perceptual is not None else []

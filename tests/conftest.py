@@ -16,35 +16,69 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the shipped run con
 TINY_CONFIGS = {
     # An unconditional MLP VAE on flattened 6x6 "images".
     "mlp_vae": {
-        "d_model": 32, "latent_dim": 4,
-        "targets": {"image": {
-            "encoder": {"type": "vector", "shape": [1, 6, 6], "activation": "relu"},
-            "decoder": {"type": "vector", "shape": [1, 6, 6], "hidden": [32]},
-            "likelihood": {"type": "bernoulli"}}},
+        "d_model": 32,
+        "latent_dim": 4,
+        "targets": {
+            "image": {
+                "encoder": {"type": "vector", "shape": [1, 6, 6], "activation": "relu"},
+                "decoder": {"type": "vector", "shape": [1, 6, 6], "hidden": [32]},
+                "likelihood": {"type": "bernoulli"},
+            }
+        },
     },
     # Label-conditioned conv VAE with a learned conditional prior.
     "conv_cvae": {
-        "d_model": 32, "latent_dim": 4,
+        "d_model": 32,
+        "latent_dim": 4,
         "conditions": {"label": {"type": "vector", "num_classes": 3}},
-        "targets": {"image": {
-            "encoder": {"type": "image", "channels": 1, "widths": [8, 16], "tokens": "flat", "size": [8, 8]},
-            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8, 16]},
-            "likelihood": {"type": "bernoulli"}}},
+        "targets": {
+            "image": {
+                "encoder": {
+                    "type": "image",
+                    "channels": 1,
+                    "widths": [8, 16],
+                    "tokens": "flat",
+                    "size": [8, 8],
+                },
+                "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8, 16]},
+                "likelihood": {"type": "bernoulli"},
+            }
+        },
         "prior": {"type": "conditional"},
     },
     # ACT-style: state + image grid condition, action chunk target with padding mask.
     "act": {
-        "d_model": 32, "latent_dim": 4,
+        "d_model": 32,
+        "latent_dim": 4,
         "conditions": {
             "qpos": {"type": "vector", "shape": [3]},
             "camera": {"type": "image", "channels": 3, "widths": [8, 8]},
         },
-        "targets": {"action": {
-            "encoder": {"type": "action", "dim": 3, "chunk_size": 5},
-            "decoder": {"type": "action", "dim": 3, "chunk_size": 5, "encoder_layers": 1, "decoder_layers": 2, "heads": 2, "ff_dim": 64, "dropout": 0.0},
-            "likelihood": {"type": "laplace", "scale": "fixed"},
-            "reduction": "mean"}},
-        "posterior": {"type": "transformer", "conditions": ["qpos"], "layers": 1, "heads": 2, "ff_dim": 64, "dropout": 0.0},
+        "targets": {
+            "action": {
+                "encoder": {"type": "action", "dim": 3, "chunk_size": 5},
+                "decoder": {
+                    "type": "action",
+                    "dim": 3,
+                    "chunk_size": 5,
+                    "encoder_layers": 1,
+                    "decoder_layers": 2,
+                    "heads": 2,
+                    "ff_dim": 64,
+                    "dropout": 0.0,
+                },
+                "likelihood": {"type": "laplace", "scale": "fixed"},
+                "reduction": "mean",
+            }
+        },
+        "posterior": {
+            "type": "transformer",
+            "conditions": ["qpos"],
+            "layers": 1,
+            "heads": 2,
+            "ff_dim": 64,
+            "dropout": 0.0,
+        },
         "kl": {"beta": 10.0},
         "normalize": ["qpos", "action"],
     },
@@ -56,7 +90,10 @@ def make_batch(name: str, size: int = 6, seed: int = 0) -> dict:
     if name == "mlp_vae":
         return {"image": torch.bernoulli(torch.rand(size, 1, 6, 6, generator=g), generator=g)}
     if name == "conv_cvae":
-        return {"label": torch.arange(size) % 3, "image": torch.bernoulli(torch.rand(size, 1, 8, 8, generator=g), generator=g)}
+        return {
+            "label": torch.arange(size) % 3,
+            "image": torch.bernoulli(torch.rand(size, 1, 8, 8, generator=g), generator=g),
+        }
     mask = torch.ones(size, 5, dtype=torch.bool)
     mask[0, 3:] = False  # the first example's chunk runs past its episode's end
     return {
@@ -71,7 +108,9 @@ def build(name: str, seed: int = 0) -> ConditionalVAE:
     torch.manual_seed(seed)
     model = ConditionalVAE(from_dict(ModelConfig, TINY_CONFIGS[name]))
     if model.normalizers:
-        model.set_normalization({"qpos": (torch.zeros(3), torch.ones(3) * 2), "action": (torch.ones(3) * 0.1, torch.ones(3))})
+        model.set_normalization(
+            {"qpos": (torch.zeros(3), torch.ones(3) * 2), "action": (torch.ones(3) * 0.1, torch.ones(3))}
+        )
     return model
 
 

@@ -11,7 +11,11 @@ from cvae_bridge.data.images import IDX_FILES
 
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    data = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    data = (
+        struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     if gz:
         path = path.with_name(path.name + ".gz")
         data = gzip.compress(data)
@@ -23,7 +27,8 @@ def idx_folder(root: Path, gz: bool, n_train=12, n_test=5, h=6, w=5, seed=0):
     root.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for split, n, (image_name, label_name) in (
-        ("train", n_train, IDX_FILES["train"]), ("test", n_test, IDX_FILES["test"])
+        ("train", n_train, IDX_FILES["train"]),
+        ("test", n_test, IDX_FILES["test"]),
     ):
         images = rng.integers(0, 256, (n, h, w), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)

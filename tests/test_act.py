@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.cli import main
@@ -18,8 +19,6 @@ from cvae_bridge.data.robot import image_tensor
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.pipelines import ActionChunkPolicy
 from cvae_bridge.training import train
-
-from conftest import CONFIGS
 
 K = 8
 FEATURES = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
@@ -42,13 +41,27 @@ def tiny_act(chunk=K, dim=2, image=True):
         conditions["top"] = {"type": "image", "widths": [8, 8], "blocks": 0}
     layers = {"heads": 2, "ff_dim": 64, "dropout": 0.0}
     return {
-        "d_model": 32, "latent_dim": 4, "conditions": conditions,
-        "targets": {"action": {
-            "encoder": {"type": "action", "dim": dim, "chunk_size": chunk},
-            "decoder": {"type": "action", "dim": dim, "chunk_size": chunk, "encoder_layers": 1, "decoder_layers": 1, **layers},
-            "likelihood": {"type": "laplace", "scale": "fixed"}, "reduction": "mean"}},
+        "d_model": 32,
+        "latent_dim": 4,
+        "conditions": conditions,
+        "targets": {
+            "action": {
+                "encoder": {"type": "action", "dim": dim, "chunk_size": chunk},
+                "decoder": {
+                    "type": "action",
+                    "dim": dim,
+                    "chunk_size": chunk,
+                    "encoder_layers": 1,
+                    "decoder_layers": 1,
+                    **layers,
+                },
+                "likelihood": {"type": "laplace", "scale": "fixed"},
+                "reduction": "mean",
+            }
+        },
         "posterior": {"type": "transformer", "conditions": ["qpos"], "layers": 1, **layers},
-        "kl": {"beta": 10.0}, "normalize": ["qpos", "action"],
+        "kl": {"beta": 10.0},
+        "normalize": ["qpos", "action"],
     }
 
 
@@ -56,7 +69,12 @@ def build(config) -> ConditionalVAE:
     torch.manual_seed(0)
     model = ConditionalVAE(from_dict(ModelConfig, config))
     dim = model.decoders["action"].channels
-    model.set_normalization({"qpos": (torch.tensor([1.0, -2.0, 3.0]), torch.tensor([2.0, 0.5, 4.0])), "action": (torch.full((dim,), 5.0), torch.full((dim,), 3.0))})
+    model.set_normalization(
+        {
+            "qpos": (torch.tensor([1.0, -2.0, 3.0]), torch.tensor([2.0, 0.5, 4.0])),
+            "action": (torch.full((dim,), 5.0), torch.full((dim,), 3.0)),
+        }
+    )
     return model
 
 
@@ -70,7 +88,9 @@ class KnownChunks:
     def __call__(self, conditions, latent="sample", **_):
         assert latent == "mean"  # z = 0, the prior mean
         size = len(conditions["qpos"])
-        values = 10.0 * len(self.inputs) + torch.arange(self.chunk)[None, :] + 100.0 * torch.arange(size)[:, None]
+        values = (
+            10.0 * len(self.inputs) + torch.arange(self.chunk)[None, :] + 100.0 * torch.arange(size)[:, None]
+        )
         self.inputs.append(conditions)
         return {"action": values[..., None].expand(size, self.chunk, self.dim)}
 
@@ -137,7 +157,9 @@ def test_observations_are_converted_not_normalised():
     policy, fake = known_policy(chunk=4, image=True, query_period=1)
     frames = np.random.default_rng(0).integers(0, 256, size=(2, 10, 12, 3), dtype=np.uint8)
     states = np.array([[0.5, 1.0, -1.0], [2.0, 3.0, 4.0]], dtype=np.float32)
-    policy.select_action({"observation.state": states, "observation.images.top": frames, "observation.velocity": np.zeros(3)})
+    policy.select_action(
+        {"observation.state": states, "observation.images.top": frames, "observation.velocity": np.zeros(3)}
+    )
     inputs = fake.inputs[0]
     assert inputs["qpos"].dtype == torch.float32 and torch.equal(inputs["qpos"], torch.from_numpy(states))
     assert inputs["top"].shape == (2, 3, 6, 6) and 0 <= inputs["top"].min() and inputs["top"].max() <= 1
@@ -149,7 +171,9 @@ def test_observations_are_converted_not_normalised():
     model = build(tiny_act(chunk=4, image=True))
     real = ActionChunkPolicy(model, FEATURES, image_size=[6, 6], query_period=1)
     action = real.select_action({"observation.state": states[0], "observation.images.top": frames[0]})
-    expected = model.sample({"qpos": torch.from_numpy(states[:1]), "top": image_tensor(frames[0], (6, 6))[None]}, latent="mean")
+    expected = model.sample(
+        {"qpos": torch.from_numpy(states[:1]), "top": image_tensor(frames[0], (6, 6))[None]}, latent="mean"
+    )
     np.testing.assert_allclose(action, expected["action"][0, 0].numpy(), rtol=1e-5)
 
 
@@ -166,12 +190,16 @@ def spinning_episodes(lengths=(12, 5, 10)):
         angle = 2.0 * e + 0.3 * t
         image = np.zeros((n, 8, 8, 3), np.uint8)
         image[..., e] = 200
-        episodes.append({
-            "observation.state": np.stack([np.cos(angle), np.sin(angle), 0.1 * t], 1)[:n].astype(np.float32),
-            "observation.images.top": image,
-            "action": np.stack([np.sin(angle), 0.5 * np.cos(angle)], 1)[1:].astype(np.float32),
-            "task": "follow the circle",
-        })
+        episodes.append(
+            {
+                "observation.state": np.stack([np.cos(angle), np.sin(angle), 0.1 * t], 1)[:n].astype(
+                    np.float32
+                ),
+                "observation.images.top": image,
+                "action": np.stack([np.sin(angle), 0.5 * np.cos(angle)], 1)[1:].astype(np.float32),
+                "task": "follow the circle",
+            }
+        )
     return episodes
 
 
@@ -181,12 +209,31 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("act")
     write_lerobot_dataset(root / "lerobot", spinning_episodes(), fps=10)
     write_act_hdf5(root / "hdf5", spinning_episodes())
-    config = from_dict(RunConfig, {
-        "model": tiny_act(),
-        "data": {"type": "lerobot", "path": str(root / "lerobot"), "features": FEATURES, "chunk_size": K, "image_size": [6, 6], "val_fraction": 0.0},
-        "train": {"output_dir": str(root / "run"), "steps": 200, "batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "eval_every": 0,
-                  "checkpoint_every": 0, "progress_bar": False, "trackers": []},
-    })
+    config = from_dict(
+        RunConfig,
+        {
+            "model": tiny_act(),
+            "data": {
+                "type": "lerobot",
+                "path": str(root / "lerobot"),
+                "features": FEATURES,
+                "chunk_size": K,
+                "image_size": [6, 6],
+                "val_fraction": 0.0,
+            },
+            "train": {
+                "output_dir": str(root / "run"),
+                "steps": 200,
+                "batch_size": 16,
+                "lr": 3e-3,
+                "warmup_steps": 10,
+                "eval_every": 0,
+                "checkpoint_every": 0,
+                "progress_bar": False,
+                "trackers": [],
+            },
+        },
+    )
     train(config)
     return root
 
@@ -200,7 +247,21 @@ def test_policy_reproduces_the_recorded_actions(trained, options):
     reports = {}
     for layout in ("lerobot", "hdf5"):
         out = trained / f"replay_{layout}.json"
-        assert main(["replay", "--model", str(trained / "run" / "model"), "--data", str(trained / layout), "--out", str(out), *options]) == 0
+        assert (
+            main(
+                [
+                    "replay",
+                    "--model",
+                    str(trained / "run" / "model"),
+                    "--data",
+                    str(trained / layout),
+                    "--out",
+                    str(out),
+                    *options,
+                ]
+            )
+            == 0
+        )
         reports[layout] = json.loads(out.read_text())
     report = reports["lerobot"]
     assert [e["frames"] for e in report["episodes"]] == [12, 5, 10] and report["frames"] == 27
@@ -230,7 +291,12 @@ def test_act_image_config_has_act_sizes():
     # ACT's paper: about 80M, ResNet18's trunk (11.2M) included; EfficientNet-Lite0's trunk is 3.4M
     assert 68e6 < count - backbone < 75e6 and 3e6 < backbone < 4e6, (count, backbone)
     decoder = config.model.targets["action"].decoder
-    assert (decoder.encoder_layers, decoder.decoder_layers, decoder.ff_dim, decoder.chunk_size) == (4, 7, 3200, 100)
+    assert (decoder.encoder_layers, decoder.decoder_layers, decoder.ff_dim, decoder.chunk_size) == (
+        4,
+        7,
+        3200,
+        100,
+    )
     assert config.train.mixed_precision == "bf16" and config.model.conditions["top"].finetune
     with torch.inference_mode():  # total stride 32, as ResNet18: 480x640 -> 15x20 tokens
         tokens = model.condition_encoders["top"](torch.zeros(1, 3, 480, 640))
@@ -239,11 +305,14 @@ def test_act_image_config_has_act_sizes():
 
 def act_episodes(lengths=(30, 20)):
     rng = np.random.default_rng(0)
-    return [{
-        "observation.state": rng.normal(size=(n, 14)).astype(np.float32),
-        "observation.environment_state": rng.normal(size=(n, 7)).astype(np.float32),
-        "action": rng.normal(size=(n, 14)).astype(np.float32),
-    } for n in lengths]
+    return [
+        {
+            "observation.state": rng.normal(size=(n, 14)).astype(np.float32),
+            "observation.environment_state": rng.normal(size=(n, 7)).astype(np.float32),
+            "action": rng.normal(size=(n, 14)).astype(np.float32),
+        }
+        for n in lengths
+    ]
 
 
 @pytest.mark.parametrize("layout", ["lerobot", "act_hdf5"])
@@ -253,19 +322,37 @@ def test_state_config_trains_from_either_format(tmp_path, layout):
         write_lerobot_dataset(data, act_episodes(), fps=50)
     else:
         write_act_hdf5(data, act_episodes())
-    settings = [f"data.type={layout}", f"data.path={data}", f"train.output_dir={tmp_path / 'run'}", "train.steps=2",
-                "train.batch_size=4", "train.eval_every=0", "train.progress_bar=false", "train.trackers=[]"]
-    assert main(["train", str(CONFIGS / "act_aloha_state.yaml"), *[a for s in settings for a in ("--set", s)]]) == 0
+    settings = [
+        f"data.type={layout}",
+        f"data.path={data}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.eval_every=0",
+        "train.progress_bar=false",
+        "train.trackers=[]",
+    ]
+    assert (
+        main(["train", str(CONFIGS / "act_aloha_state.yaml"), *[a for s in settings for a in ("--set", s)]])
+        == 0
+    )
     policy = ActionChunkPolicy.from_pretrained(tmp_path / "run" / "model", temporal_ensemble=0.01)
-    action = policy.select_action({"observation.state": np.zeros(14), "observation.environment_state": np.zeros(7)})
+    action = policy.select_action(
+        {"observation.state": np.zeros(14), "observation.environment_state": np.zeros(7)}
+    )
     assert action.shape == (14,) and np.isfinite(action).all()
 
 
 def test_instruction_variant_builds_and_takes_the_task_text():
-    overrides = ["model.conditions.instruction={type: text, output: tokens}", "data.instruction_key=instruction"]
+    overrides = [
+        "model.conditions.instruction={type: text, output: tokens}",
+        "data.instruction_key=instruction",
+    ]
     config = load_run_config(CONFIGS / "act_aloha_state.yaml", overrides)
     model = ConditionalVAE(config.model)
-    model.set_normalization({n: (torch.zeros(d), torch.ones(d)) for n, d in (("qpos", 14), ("env_state", 7), ("action", 14))})
+    model.set_normalization(
+        {n: (torch.zeros(d), torch.ones(d)) for n, d in (("qpos", 14), ("env_state", 7), ("action", 14))}
+    )
     policy = ActionChunkPolicy(model, config.data.features, instruction_key=config.data.instruction_key)
     observation = {"observation.state": np.zeros((2, 14)), "observation.environment_state": np.zeros((2, 7))}
     assert policy.select_action(observation, ["transfer the cube", "insert the peg"]).shape == (2, 14)

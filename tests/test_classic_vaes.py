@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIGS
+from idx_files import idx_folder
 from PIL import Image
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
@@ -16,8 +18,6 @@ from cvae_bridge.evaluation.diagnostics import latent_diagnostics, training_diag
 from cvae_bridge.evaluation.pictures import PLANE_SIZE, write_pictures
 from cvae_bridge.latent import MLPPosterior
 from cvae_bridge.training import train
-from conftest import CONFIGS
-from idx_files import idx_folder
 
 
 def unconditioned_or_labelled(path: Path) -> bool:
@@ -27,8 +27,16 @@ def unconditioned_or_labelled(path: Path) -> bool:
 
 
 CLASSIC = sorted(p.stem for p in CONFIGS.glob("*.yaml") if unconditioned_or_labelled(p))
-TINY_RUN = ["data.limit=64", "train.steps=1", "train.batch_size=16", "train.eval_every=1", "train.eval_batches=1",
-            "train.checkpoint_every=0", "train.trackers=[]", "train.progress_bar=false"]
+TINY_RUN = [
+    "data.limit=64",
+    "train.steps=1",
+    "train.batch_size=16",
+    "train.eval_every=1",
+    "train.eval_batches=1",
+    "train.checkpoint_every=0",
+    "train.trackers=[]",
+    "train.progress_bar=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,11 @@ def trained(tmp_path_factory):
     def get(name: str) -> Path:
         if name not in runs:
             out = tmp_path_factory.mktemp(name)
-            root = [f"data.root={fashion}"] if read_yaml(CONFIGS / f"{name}.yaml")["data"]["type"] == "fashion_mnist" else []
+            root = (
+                [f"data.root={fashion}"]
+                if read_yaml(CONFIGS / f"{name}.yaml")["data"]["type"] == "fashion_mnist"
+                else []
+            )
             train(load_run_config(CONFIGS / f"{name}.yaml", [*TINY_RUN, *root, f"train.output_dir={out}"]))
             runs[name] = out
         return runs[name]
@@ -55,24 +67,41 @@ def log_lines(run: Path) -> list[dict]:
 
 
 def test_the_classic_configs_are_all_there():
-    assert {"mlp_vae_mnist", "mlp_cvae_mnist", "conv_vae_fashion_2d", "conv_cvae_fashion_2d", "beta_vae", "autoencoder"} <= set(CLASSIC)
+    assert {
+        "mlp_vae_mnist",
+        "mlp_cvae_mnist",
+        "conv_vae_fashion_2d",
+        "conv_cvae_fashion_2d",
+        "beta_vae",
+        "autoencoder",
+    } <= set(CLASSIC)
 
 
 @pytest.mark.parametrize("name", CLASSIC)
 def test_config_trains_one_step(trained, name):
     run = trained(name)
     assert (run / "model" / "model.safetensors").is_file()
-    train_line, val_line = (next(r for r in log_lines(run) if r["split"] == split) for split in ("train", "val"))
+    train_line, val_line = (
+        next(r for r in log_lines(run) if r["split"] == split) for split in ("train", "val")
+    )
     assert math.isfinite(train_line["loss"]) and val_line["active_units"] >= 0
 
 
 def test_classic_settings():
     mlp = load_run_config(CONFIGS / "mlp_vae_mnist.yaml")
-    assert (mlp.model.latent_dim, mlp.model.d_model, mlp.model.targets["image"].decoder.hidden) == (20, 400, [400])
+    assert (mlp.model.latent_dim, mlp.model.d_model, mlp.model.targets["image"].decoder.hidden) == (
+        20,
+        400,
+        [400],
+    )
     assert (mlp.train.lr, mlp.train.batch_size, mlp.data.binarize) == (1e-3, 128, "dynamic")
     assert ConditionalVAE(mlp.model).posterior.net[0].in_features == 400  # no hidden layer: fc21 / fc22
     conv = load_run_config(CONFIGS / "conv_vae_fashion_2d.yaml")
-    assert (conv.model.latent_dim, conv.data.type, conv.model.targets["image"].encoder.widths) == (2, "fashion_mnist", [32, 64, 128])
+    assert (conv.model.latent_dim, conv.data.type, conv.model.targets["image"].encoder.widths) == (
+        2,
+        "fashion_mnist",
+        [32, 64, 128],
+    )
     assert load_run_config(CONFIGS / "beta_vae.yaml", ["model.kl.beta=0.5"]).model.kl.beta == 0.5
     assert list(load_run_config(CONFIGS / "conv_cvae_fashion_2d.yaml").model.conditions) == ["label"]
 
@@ -103,11 +132,15 @@ def test_fid_of_an_unconditional_model_samples_at_the_eval_temperature(trained, 
 # -- diagnostics on constructed posteriors ----------------------------------------------------------
 
 COPY_MODEL = {
-    "d_model": 4, "latent_dim": 4,
-    "targets": {"x": {
-        "encoder": {"type": "vector", "shape": [4]},
-        "decoder": {"type": "vector", "shape": [4], "hidden": [8]},
-        "likelihood": {"type": "gaussian"}}},
+    "d_model": 4,
+    "latent_dim": 4,
+    "targets": {
+        "x": {
+            "encoder": {"type": "vector", "shape": [4]},
+            "decoder": {"type": "vector", "shape": [4], "hidden": [8]},
+            "likelihood": {"type": "gaussian"},
+        }
+    },
 }
 
 
@@ -139,44 +172,87 @@ def test_a_posterior_that_ignores_x_has_no_active_unit_and_no_information():
     assert figures["active_units"] == 0 and figures["posterior_collapse"]
     assert figures["mutual_info"] == pytest.approx(0.0, abs=1e-5)
     assert figures["kl_per_dim"] == pytest.approx([0.125] * 4)  # KL(N(0.5, 1) || N(0, 1)) = 0.5^2 / 2
-    assert training_diagnostics(constructed(copy=False), batches())[1].startswith("posterior collapse: 0 of 4")
+    assert training_diagnostics(constructed(copy=False), batches())[1].startswith(
+        "posterior collapse: 0 of 4"
+    )
 
 
 def test_a_posterior_that_copies_x_uses_every_unit_and_tells_examples_apart():
     figures = latent_diagnostics(constructed(copy=True), batches())
     assert figures["active_units"] == 4 and not figures["posterior_collapse"]
     # 200 well-separated posteriors: I(x; z) reaches the estimator's ceiling log N.
-    assert figures["mutual_info"] == pytest.approx(math.log(200), abs=0.01) and figures["mutual_info_max"] == math.log(200)
+    assert figures["mutual_info"] == pytest.approx(math.log(200), abs=0.01) and figures[
+        "mutual_info_max"
+    ] == math.log(200)
     assert training_diagnostics(constructed(copy=True), batches())[1] is None
 
 
 # -- pictures and the collapse warning --------------------------------------------------------------
 
 TINY_2D = {
-    "d_model": 16, "latent_dim": 2,
-    "targets": {"image": {
-        "encoder": {"type": "image", "channels": 1, "widths": [8], "blocks": 0, "tokens": "flat", "size": [8, 8]},
-        "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
-        "likelihood": {"type": "bernoulli"}}},
+    "d_model": 16,
+    "latent_dim": 2,
+    "targets": {
+        "image": {
+            "encoder": {
+                "type": "image",
+                "channels": 1,
+                "widths": [8],
+                "blocks": 0,
+                "tokens": "flat",
+                "size": [8, 8],
+            },
+            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
+            "likelihood": {"type": "bernoulli"},
+        }
+    },
 }
 LABELLED_2D = {**TINY_2D, "conditions": {"label": {"type": "vector", "num_classes": 10}}}
 
 
 def digits_test_split():
-    return build_source(from_dict(RunConfig, {"model": TINY_2D, "data": {"type": "digits", "binarize": "dynamic"}}).data).split("test")
+    return build_source(
+        from_dict(RunConfig, {"model": TINY_2D, "data": {"type": "digits", "binarize": "dynamic"}}).data
+    ).split("test")
 
 
 @pytest.mark.parametrize("model_config", [TINY_2D, LABELLED_2D], ids=["unconditioned", "labelled"])
 def test_pictures_of_a_2d_latent_model(tmp_path, model_config):
     log = tmp_path / "log.jsonl"
-    log.write_text("".join(json.dumps({"step": s, "split": split, "rec_image": 50.0 - s, "kl": 1.0 + s / 10, "nelbo": 51.0 - s / 2, "loss": 51.0 - s / 2}) + "\n"
-                           for s in (5, 10) for split in ("train", "val")))
+    log.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "step": s,
+                    "split": split,
+                    "rec_image": 50.0 - s,
+                    "kl": 1.0 + s / 10,
+                    "nelbo": 51.0 - s / 2,
+                    "loss": 51.0 - s / 2,
+                }
+            )
+            + "\n"
+            for s in (5, 10)
+            for split in ("train", "val")
+        )
+    )
     torch.manual_seed(0)
-    written, skipped = write_pictures(ConditionalVAE(from_dict(ModelConfig, model_config)).eval(), digits_test_split(), tmp_path, log)
-    planes = [f"latent_grid_{k}.png" for k in range(10)] if "conditions" in model_config else ["latent_grid.png"]
-    assert written == ["reconstructions.png", "interpolations.png", "latent_scatter.png", *planes, "loss_curves.png"] and not skipped
+    written, skipped = write_pictures(
+        ConditionalVAE(from_dict(ModelConfig, model_config)).eval(), digits_test_split(), tmp_path, log
+    )
+    planes = (
+        [f"latent_grid_{k}.png" for k in range(10)] if "conditions" in model_config else ["latent_grid.png"]
+    )
+    assert (
+        written
+        == ["reconstructions.png", "interpolations.png", "latent_scatter.png", *planes, "loss_curves.png"]
+        and not skipped
+    )
     sizes = {name: Image.open(tmp_path / name).size for name in written}
-    assert sizes["reconstructions.png"] == (8 * 12, 8 * 12)  # 32 inputs and 32 reconstructions, 8 a row, 2-pixel borders
+    assert sizes["reconstructions.png"] == (
+        8 * 12,
+        8 * 12,
+    )  # 32 inputs and 32 reconstructions, 8 a row, 2-pixel borders
     assert sizes["interpolations.png"] == (12 * 12, 8 * 12)  # 8 pairs: input, 10 steps, input
     assert sizes["latent_scatter.png"] == (700, 600)
     assert sizes["loss_curves.png"] == (3 * 400, 350)  # rec_image, kl, nelbo (the loss equals the -ELBO)
@@ -187,7 +263,10 @@ def test_pictures_that_do_not_apply_are_skipped_with_a_reason(tmp_path):
     model = ConditionalVAE(from_dict(ModelConfig, {**TINY_2D, "latent_dim": 3})).eval()
     written, skipped = write_pictures(model, digits_test_split(), tmp_path, tmp_path / "missing.jsonl")
     assert written == ["reconstructions.png", "interpolations.png"]
-    assert skipped["latent_scatter"] == "the latent has 3 dimensions, not 2" and "no training log" in skipped["loss_curves"]
+    assert (
+        skipped["latent_scatter"] == "the latent has 3 dimensions, not 2"
+        and "no training log" in skipped["loss_curves"]
+    )
 
 
 def test_collapse_is_reported_in_the_training_log(tmp_path, monkeypatch, capsys):
@@ -196,11 +275,25 @@ def test_collapse_is_reported_in_the_training_log(tmp_path, monkeypatch, capsys)
         return zeros, zeros
 
     monkeypatch.setattr(MLPPosterior, "forward", ignore_x)
-    train(from_dict(RunConfig, {
-        "model": TINY_2D, "data": {"type": "digits", "binarize": "dynamic"},
-        "train": {"output_dir": str(tmp_path), "steps": 4, "batch_size": 32, "eval_every": 2, "eval_batches": 2,
-                  "checkpoint_every": 0, "trackers": [], "progress_bar": False},
-    }))
+    train(
+        from_dict(
+            RunConfig,
+            {
+                "model": TINY_2D,
+                "data": {"type": "digits", "binarize": "dynamic"},
+                "train": {
+                    "output_dir": str(tmp_path),
+                    "steps": 4,
+                    "batch_size": 32,
+                    "eval_every": 2,
+                    "eval_batches": 2,
+                    "checkpoint_every": 0,
+                    "trackers": [],
+                    "progress_bar": False,
+                },
+            },
+        )
+    )
     warnings = [line for line in log_lines(tmp_path) if line["split"] == "warning"]
     assert [w["step"] for w in warnings] == [2, 4] and "posterior collapse" in warnings[0]["message"]
     assert all(line["active_units"] == 0 for line in log_lines(tmp_path) if line["split"] == "val")

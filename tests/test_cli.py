@@ -12,17 +12,43 @@ from cvae_bridge.defaults import default_run_config
 
 TINY_T2I = {
     "model": {
-        "d_model": 32, "latent_dim": 4,
+        "d_model": 32,
+        "latent_dim": 4,
         "conditions": {"caption": {"type": "text"}},
-        "targets": {"image": {
-            "encoder": {"type": "image", "channels": 1, "widths": [16], "blocks": 0, "tokens": "flat", "size": [8, 8]},
-            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [16], "blocks": 0},
-            "likelihood": {"type": "bernoulli"}}},
+        "targets": {
+            "image": {
+                "encoder": {
+                    "type": "image",
+                    "channels": 1,
+                    "widths": [16],
+                    "blocks": 0,
+                    "tokens": "flat",
+                    "size": [8, 8],
+                },
+                "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [16], "blocks": 0},
+                "likelihood": {"type": "bernoulli"},
+            }
+        },
     },
     "data": {"type": "digits", "binarize": "dynamic"},
-    "train": {"steps": 30, "batch_size": 64, "eval_every": 15, "checkpoint_every": 0, "progress_bar": False, "trackers": [], "lr": 0.003},
-    "eval": {"nll_samples": 8, "nll_examples": 16, "fid_samples": 64, "fid_resolution": 32, "samples_per_prompt": 2,
-             "classifier_epochs": 1, "prompts": ["a handwritten three", "the digit seven"]},
+    "train": {
+        "steps": 30,
+        "batch_size": 64,
+        "eval_every": 15,
+        "checkpoint_every": 0,
+        "progress_bar": False,
+        "trackers": [],
+        "lr": 0.003,
+    },
+    "eval": {
+        "nll_samples": 8,
+        "nll_examples": 16,
+        "fid_samples": 64,
+        "fid_resolution": 32,
+        "samples_per_prompt": 2,
+        "classifier_epochs": 1,
+        "prompts": ["a handwritten three", "the digit seven"],
+    },
 }
 
 
@@ -48,7 +74,24 @@ def test_generate_writes_a_grid(trained, tmp_path):
     from PIL import Image
 
     out = tmp_path / "grid.png"
-    assert main(["generate", "--model", str(trained / "model"), "--prompt", "a handwritten seven", "--prompt", "a 3", "--num", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(trained / "model"),
+                "--prompt",
+                "a handwritten seven",
+                "--prompt",
+                "a 3",
+                "--num",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     image = Image.open(out)
     assert image.size == (4 * 12, 2 * 12)  # 8x8 images with 2-pixel borders
 
@@ -57,11 +100,23 @@ def test_eval_writes_metrics(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_BRIDGE_CACHE", str(tmp_path / "cache"))
     assert main(["eval", "--model", str(trained / "model"), "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    for key in ("faithfulness", "faithfulness_train_phrasings", "faithfulness_worst", "classifier_test_accuracy", "nll_nats", "bits_per_dim", "fid", "fid_floor", "diversity"):
+    for key in (
+        "faithfulness",
+        "faithfulness_train_phrasings",
+        "faithfulness_worst",
+        "classifier_test_accuracy",
+        "nll_nats",
+        "bits_per_dim",
+        "fid",
+        "fid_floor",
+        "diversity",
+    ):
         assert isinstance(metrics[key], float), key
     assert 0 <= metrics["faithfulness"] <= 1 and metrics["nll_nats"] > 0 and metrics["fid"] > 0
     assert metrics["faithfulness_worst"] <= metrics["faithfulness"]
-    assert metrics["faithfulness_worst_prompt"] in [caption for caption, _ in DIGIT_CAPTIONS.prompts("heldout")]
+    assert metrics["faithfulness_worst_prompt"] in [
+        caption for caption, _ in DIGIT_CAPTIONS.prompts("heldout")
+    ]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * 0.6931471805599453))
     assert "| nll_nats |" in (tmp_path / "eval" / "metrics.md").read_text()
     assert (tmp_path / "eval" / "grid.png").is_file()
@@ -70,7 +125,17 @@ def test_eval_writes_metrics(trained, tmp_path, monkeypatch):
 def test_list_shows_registered_components(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("image", "text", "action", "vector", "bernoulli", "logistic_mixture", "conditional", "mnist", "lerobot"):
+    for name in (
+        "image",
+        "text",
+        "action",
+        "vector",
+        "bernoulli",
+        "logistic_mixture",
+        "conditional",
+        "mnist",
+        "lerobot",
+    ):
         assert f"  {name} " in out
 
 

@@ -2,11 +2,10 @@
 an hour into a benchmark)."""
 
 import pytest
+from conftest import CONFIGS
 
 from cvae_bridge.config import load_run_config
 from cvae_bridge.model import ConditionalVAE
-
-from conftest import CONFIGS
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))

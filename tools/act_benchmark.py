@@ -64,13 +64,22 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(ROOT / "configs" / "act_aloha.yaml"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="intra-op threads (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="intra-op threads (default: all cores)",
+    )
     parser.add_argument("--calls", type=int, default=50, help="timed inference calls (default: 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default: 5)")
-    parser.add_argument("--train-steps", type=int, default=20, help="timed training steps; 0 skips training (default: 20)")
+    parser.add_argument(
+        "--train-steps", type=int, default=20, help="timed training steps; 0 skips training (default: 20)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -80,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = ConditionalVAE(config.model)
     # Statistics that leave values as they are: timings do not depend on them.
-    model.set_normalization({n: (torch.zeros(m.mean.shape), torch.ones(m.std.shape)) for n, m in model.normalizers.items()})
+    model.set_normalization(
+        {n: (torch.zeros(m.mean.shape), torch.ones(m.std.shape)) for n, m in model.normalizers.items()}
+    )
     model.to(device)
     print(f"config     {args.config}")
-    print(f"machine    {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, device {device}")
+    print(
+        f"machine    {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, device {device}"
+    )
     print(f"load       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) before")
     print(f"parameters {sum(p.numel() for p in model.parameters()):,}")
     for name, part in model.named_children():
@@ -93,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     policy = ActionChunkPolicy(model, config.data.features, config.data.image_size, query_period=1)
     rng = np.random.default_rng(0)
     observation = {
-        key: rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8) if name in policy.images
+        key: rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8)
+        if name in policy.images
         else rng.normal(size=config.model.conditions[name].shape).astype(np.float32)
         for name, key in policy.inputs.items()
     }
@@ -102,15 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         cameras = f", {len(policy.images)} camera(s) of {CAMERA[0]}x{CAMERA[1]}" if policy.images else ""
         print(f"latency per chunk of {chunk} actions, batch 1{cameras}")
-        print(f"  select_action        {summary(timings(lambda: policy.select_action(observation), args.warmup, args.calls, device))}")
-        print(f"  model.sample         {summary(timings(lambda: model.sample(batch, latent='mean'), args.warmup, args.calls, device))}")
+        print(
+            f"  select_action        {summary(timings(lambda: policy.select_action(observation), args.warmup, args.calls, device))}"
+        )
+        print(
+            f"  model.sample         {summary(timings(lambda: model.sample(batch, latent='mean'), args.warmup, args.calls, device))}"
+        )
 
     if args.train_steps:
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
         size, action = args.batch_size, model.decoders[policy.action_key]
         train_batch = {
-            name: torch.rand(size, 3, *CAMERA, device=device) if name in policy.images
+            name: torch.rand(size, 3, *CAMERA, device=device)
+            if name in policy.images
             else torch.randn(size, *config.model.conditions[name].shape, device=device)
             for name in policy.inputs
         }

@@ -24,12 +24,23 @@ import time
 from pathlib import Path
 
 MODEL = {
-    "d_model": 32, "latent_dim": 4,
+    "d_model": 32,
+    "latent_dim": 4,
     "conditions": {"label": {"type": "vector", "num_classes": 10}},
-    "targets": {"image": {
-        "encoder": {"type": "image", "channels": 1, "widths": [8], "blocks": 0, "tokens": "flat", "size": [8, 8]},
-        "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
-        "likelihood": {"type": "bernoulli"}}},
+    "targets": {
+        "image": {
+            "encoder": {
+                "type": "image",
+                "channels": 1,
+                "widths": [8],
+                "blocks": 0,
+                "tokens": "flat",
+                "size": [8, 8],
+            },
+            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
+            "likelihood": {"type": "bernoulli"},
+        }
+    },
 }
 
 
@@ -78,19 +89,37 @@ def run_one(steps: int, num_workers: int, every: int, output_dir: Path) -> dict:
         if clock["steps"] % every == 0:
             wall = time.perf_counter() - clock["start"]
             workers = [memory_mb(pid) for pid in children()]
-            marks.append({
-                "step": clock["steps"], "wall_s": wall, "data_wait_s": clock["wait"], "step_s": clock["step"],
-                "main": memory_mb(), "workers": workers,
-            })
+            marks.append(
+                {
+                    "step": clock["steps"],
+                    "wall_s": wall,
+                    "data_wait_s": clock["wait"],
+                    "step_s": clock["step"],
+                    "main": memory_mb(),
+                    "workers": workers,
+                }
+            )
         return figures
 
     Trainer._batches, Trainer._step = timed_batches, timed_step
-    config = from_dict(RunConfig, {
-        "model": MODEL,
-        "data": {"type": "digits", "binarize": "dynamic"},
-        "train": {"output_dir": str(output_dir), "steps": steps, "batch_size": 64, "num_workers": num_workers,
-                  "log_every": 100, "checkpoint_every": 0, "eval_every": 0, "trackers": [], "progress_bar": False},
-    })
+    config = from_dict(
+        RunConfig,
+        {
+            "model": MODEL,
+            "data": {"type": "digits", "binarize": "dynamic"},
+            "train": {
+                "output_dir": str(output_dir),
+                "steps": steps,
+                "batch_size": 64,
+                "num_workers": num_workers,
+                "log_every": 100,
+                "checkpoint_every": 0,
+                "eval_every": 0,
+                "trackers": [],
+                "progress_bar": False,
+            },
+        },
+    )
     result = train(config)
     assert result.status == "completed", result
     return {"num_workers": num_workers, "steps": steps, "marks": marks}
@@ -118,12 +147,16 @@ def summary(run: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--num-workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--every", type=int, default=1000, help="sample memory and timings every N steps")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one setting, results on stdout
+    parser.add_argument(
+        "--child", action="store_true", help=argparse.SUPPRESS
+    )  # one setting, results on stdout
     args = parser.parse_args(argv)
 
     if args.child:
@@ -133,7 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for workers in args.num_workers:
         # A fresh process per setting: peak RSS must not carry over from the previous run.
-        command = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--num-workers", str(workers), "--every", str(args.every)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--steps",
+            str(args.steps),
+            "--num-workers",
+            str(workers),
+            "--every",
+            str(args.every),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.stderr.write(done.stderr)

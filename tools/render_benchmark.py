@@ -22,7 +22,9 @@ from cvae_bridge.envs import make_env  # noqa: E402
 
 
 def seconds_per_step(commands, size: tuple[int, int] | None) -> float:
-    env = make_env("aloha", "transfer_cube", 0, render=size is not None, **({"image_size": size} if size else {}))
+    env = make_env(
+        "aloha", "transfer_cube", 0, render=size is not None, **({"image_size": size} if size else {})
+    )
     try:
         env.reset()
         env.step(commands[0])  # the first render allocates the GL buffers
@@ -35,9 +37,15 @@ def seconds_per_step(commands, size: tuple[int, int] | None) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["120x160", "240x320", "480x640"], help="HxW sizes (default: three)")
-    parser.add_argument("--steps", type=int, default=200, help="simulation steps per measurement (default: 200)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", default=["120x160", "240x320", "480x640"], help="HxW sizes (default: three)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=200, help="simulation steps per measurement (default: 200)"
+    )
     args = parser.parse_args(argv)
     from cvae_bridge.envs.aloha import object_poses
     from cvae_bridge.envs.aloha_scripted import scripted_joint_commands
@@ -48,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.sizes:
         height, width = (int(v) for v in text.lower().split("x"))
         total = seconds_per_step(commands, (height, width))
-        print(f"{height}x{width}: {1000 * (total - physics):.1f} ms per frame rendered ({1000 * total:.1f} ms per step with physics)")
+        print(
+            f"{height}x{width}: {1000 * (total - physics):.1f} ms per frame rendered ({1000 * total:.1f} ms per step with physics)"
+        )
     return 0
 
 

@@ -19,7 +19,9 @@ from cvae_bridge.envs import list_tasks, scripted_episodes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
     parser.add_argument("--tasks", nargs="+", help="task names (default: all tasks of the suite)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
@@ -33,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown {args.suite} task(s) {unknown}; expected some of {list_tasks(args.suite)}")
 
     # wall time, and this process's CPU time (the fairer figure on a machine shared with other jobs)
-    print(f"{'task':<26} {'success':>9} {'rate':>7} {'time':>8} {'s/episode':>10} {'cpu s/episode':>14} {'steps/episode':>14}")
+    print(
+        f"{'task':<26} {'success':>9} {'rate':>7} {'time':>8} {'s/episode':>10} {'cpu s/episode':>14} {'steps/episode':>14}"
+    )
     rates = []
     for task in tasks:
         start, start_cpu = time.perf_counter(), time.process_time()

@@ -50,22 +50,37 @@ BENCHMARKS = {
     "metaworld_mt10": Benchmark("metaworld_mt10.yaml", "metaworld", "mt10", query_period=5, heldout=True),
     "aloha_transfer_cube": Benchmark("aloha_transfer_cube_state.yaml", "aloha", "transfer_cube"),
     "aloha_insertion": Benchmark("aloha_insertion_state.yaml", "aloha", "insertion"),
-    "aloha_transfer_cube_pixels": Benchmark("aloha_transfer_cube_pixels.yaml", "aloha", "transfer_cube", image_size=(240, 320)),
-    "aloha_insertion_pixels": Benchmark("aloha_insertion_pixels.yaml", "aloha", "insertion", image_size=(240, 320)),
+    "aloha_transfer_cube_pixels": Benchmark(
+        "aloha_transfer_cube_pixels.yaml", "aloha", "transfer_cube", image_size=(240, 320)
+    ),
+    "aloha_insertion_pixels": Benchmark(
+        "aloha_insertion_pixels.yaml", "aloha", "insertion", image_size=(240, 320)
+    ),
 }
 ENSEMBLE = 0.01  # ACT's m
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
-    parser.add_argument("--root", default=".", help="folder holding data/ and runs/ (default: the current folder)")
+    parser.add_argument(
+        "--root", default=".", help="folder holding data/ and runs/ (default: the current folder)"
+    )
     parser.add_argument("--tasks", nargs="+", help="a subset of the tasks (default: all of the benchmark)")
     parser.add_argument("--demos", type=int, default=50, help="demonstrations per task (default: 50)")
     parser.add_argument("--steps", type=int, help="training steps (default: the config's)")
-    parser.add_argument("--eval-episodes", type=int, default=50, help="evaluation episodes per task (default: 50)")
-    parser.add_argument("--videos", type=int, default=0, help="GIFs of the first N episodes per task and evaluation (default: 0; "
-                        "without a GPU, rendering takes 0.1-0.25 s per frame)")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=50, help="evaluation episodes per task (default: 50)"
+    )
+    parser.add_argument(
+        "--videos",
+        type=int,
+        default=0,
+        help="GIFs of the first N episodes per task and evaluation (default: 0; "
+        "without a GPU, rendering takes 0.1-0.25 s per frame)",
+    )
     args = parser.parse_args(argv)
     config_name, suite, tasks, query_period, heldout, image_size = BENCHMARKS[args.benchmark]
     tasks = args.tasks or tasks
@@ -79,30 +94,49 @@ def main(argv: list[str] | None = None) -> int:
         camera = {"render": True, "image_size": image_size} if image_size else {}
         print(format_demos_report(generate_demos(suite, tasks, args.demos, 0, data, **camera)))
 
-    overrides = [f"data.path={data}", f"train.output_dir={run}"] + ([f"train.steps={args.steps}"] if args.steps else [])
+    overrides = [f"data.path={data}", f"train.output_dir={run}"] + (
+        [f"train.steps={args.steps}"] if args.steps else []
+    )
     start = time.perf_counter()
     result = train(load_run_config(CONFIGS / config_name, overrides), resume=True)
     if result.status == "interrupted":
         print(f"training stopped at step {result.step}; run the same command again to resume it")
         return 128 + result.stop_signal
-    print(f"trained to step {result.step} in {time.perf_counter() - start:.0f} s; model in {result.model_dir}")
-    waits = [row["data_wait"] for row in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "data_wait" in row]
+    print(
+        f"trained to step {result.step} in {time.perf_counter() - start:.0f} s; model in {result.model_dir}"
+    )
+    waits = [
+        row["data_wait"]
+        for row in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+        if "data_wait" in row
+    ]
     if waits:
-        print(f"waiting for data: median {100 * statistics.median(waits):.1f}% of the training loop's time (max {100 * max(waits):.1f}%)")
+        print(
+            f"waiting for data: median {100 * statistics.median(waits):.1f}% of the training loop's time (max {100 * max(waits):.1f}%)"
+        )
 
     evaluations = {"rollout": {"query_period": query_period}, "rollout_te": {"temporal_ensemble": ENSEMBLE}}
     if heldout:
         evaluations["rollout_heldout"] = {"query_period": query_period, "phrasings": "heldout"}
     reports = {
         name: evaluate_policy(
-            result.model_dir, suite, tasks, args.eval_episodes, out=run / name,
-            video_dir=run / name / "videos" if args.videos else None, videos_per_task=args.videos, **options,
+            result.model_dir,
+            suite,
+            tasks,
+            args.eval_episodes,
+            out=run / name,
+            video_dir=run / name / "videos" if args.videos else None,
+            videos_per_task=args.videos,
+            **options,
         )
         for name, options in evaluations.items()
     }
     print(f"\n{'task':<26}" + "".join(f"{name:>17}" for name in reports))
     for task in next(iter(reports.values()))["tasks"]:
-        print(f"{task:<26}" + "".join(f"{100 * r['tasks'][task]['success_rate']:>16.1f}%" for r in reports.values()))
+        print(
+            f"{task:<26}"
+            + "".join(f"{100 * r['tasks'][task]['success_rate']:>16.1f}%" for r in reports.values())
+        )
     print(f"{'mean':<26}" + "".join(f"{100 * r['mean_success_rate']:>16.1f}%" for r in reports.values()))
     print(f"{'s / episode':<26}" + "".join(f"{r['s_per_episode']:>17.2f}" for r in reports.values()))
     return 0

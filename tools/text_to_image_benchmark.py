@@ -27,14 +27,18 @@ from cvae_bridge.training import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", nargs="?", help="run config to train (not with --model)")
     parser.add_argument("--model", help="evaluate this trained model folder instead of training")
     parser.add_argument("--set", action="append", default=[], help="training overrides, key=value")
     parser.add_argument("--k", type=int, default=5000, help="IWAE samples per test image")
     parser.add_argument("--nll-examples", type=int, default=10000)
     parser.add_argument("--fid-samples", type=int, default=10000)
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default: the config's eval.temperature)")
+    parser.add_argument(
+        "--temperature", type=float, help="sampling temperature (default: the config's eval.temperature)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="evaluation folder (default: eval_benchmark/ beside the model)")
     args = parser.parse_args()
@@ -47,16 +51,28 @@ def main() -> None:
         start = time.perf_counter()
         result = train(load_run_config(args.config, args.set), resume=True)
         if result.status == "interrupted":
-            raise SystemExit(f"training stopped at step {result.step}; run the same command again to resume it")
+            raise SystemExit(
+                f"training stopped at step {result.step}; run the same command again to resume it"
+            )
         model_dir = result.model_dir
         times["train_s"] = time.perf_counter() - start
     out = Path(args.out or Path(model_dir).parent / "eval_benchmark")
     start = time.perf_counter()
-    metrics = evaluate(model_dir, out, device=args.device, overrides=[
-        f"eval.nll_samples={args.k}", f"eval.nll_examples={args.nll_examples}", f"eval.fid_samples={args.fid_samples}",
-    ] + ([f"eval.temperature={args.temperature}"] if args.temperature is not None else []))
+    metrics = evaluate(
+        model_dir,
+        out,
+        device=args.device,
+        overrides=[
+            f"eval.nll_samples={args.k}",
+            f"eval.nll_examples={args.nll_examples}",
+            f"eval.fid_samples={args.fid_samples}",
+        ]
+        + ([f"eval.temperature={args.temperature}"] if args.temperature is not None else []),
+    )
     times["eval_s"] = time.perf_counter() - start
-    print(json.dumps({**metrics, **{k: round(v, 1) for k, v in times.items()}, "device": args.device}, indent=2))
+    print(
+        json.dumps({**metrics, **{k: round(v, 1) for k, v in times.items()}, "device": args.device}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -36,17 +36,30 @@ from cvae_bridge.training import Trainer, build_optimizer
 
 CONFIG = {
     "model": {
-        "d_model": 400, "latent_dim": 20,
-        "targets": {"image": {
-            "encoder": {"type": "vector", "shape": [1, 28, 28], "activation": "relu"},
-            "decoder": {"type": "vector", "shape": [1, 28, 28], "hidden": [400], "activation": "relu"},
-            "likelihood": {"type": "bernoulli"}}},
+        "d_model": 400,
+        "latent_dim": 20,
+        "targets": {
+            "image": {
+                "encoder": {"type": "vector", "shape": [1, 28, 28], "activation": "relu"},
+                "decoder": {"type": "vector", "shape": [1, 28, 28], "hidden": [400], "activation": "relu"},
+                "likelihood": {"type": "bernoulli"},
+            }
+        },
         "posterior": {"type": "mlp"},
     },
     "data": {"type": "mnist"},
     # As the example: constant learning rate, no clipping; no periodic evaluation.
-    "train": {"batch_size": 128, "lr": 1e-3, "warmup_steps": 0, "schedule": "constant", "max_grad_norm": 0.0,
-              "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "log_every": 100},
+    "train": {
+        "batch_size": 128,
+        "lr": 1e-3,
+        "warmup_steps": 0,
+        "schedule": "constant",
+        "max_grad_norm": 0.0,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+        "progress_bar": False,
+        "log_every": 100,
+    },
 }
 
 
@@ -93,7 +106,9 @@ def trainer_loop(config: RunConfig, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trackers", nargs="*", default=["tensorboard"], help="trackers of the trainer run")
@@ -104,11 +119,23 @@ def main() -> None:
 
     def example() -> float:
         model = ExampleVAE()
-        return bare_loop(dataset, args.steps, model, torch.optim.Adam(model.parameters(), lr=1e-3), lambda m, b: m(b["image"]))
+        return bare_loop(
+            dataset,
+            args.steps,
+            model,
+            torch.optim.Adam(model.parameters(), lr=1e-3),
+            lambda m, b: m(b["image"]),
+        )
 
     def ours() -> float:
         model = ConditionalVAE(config.model)
-        return bare_loop(dataset, args.steps, model, build_optimizer(model, config.train), lambda m, b: m({"image": b["image"]})["loss"])
+        return bare_loop(
+            dataset,
+            args.steps,
+            model,
+            build_optimizer(model, config.train),
+            lambda m, b: m({"image": b["image"]})["loss"],
+        )
 
     loops = {
         "bare": example,
@@ -122,7 +149,9 @@ def main() -> None:
             rates[name].append(loop())
     print(f"torch threads: {torch.get_num_threads()}, steps per run: {args.steps}, repeats: {args.repeats}")
     for name, values in rates.items():
-        print(f"{name:>11}: {statistics.median(values):8.0f} images/s   (runs: {', '.join(f'{v:.0f}' for v in values)})")
+        print(
+            f"{name:>11}: {statistics.median(values):8.0f} images/s   (runs: {', '.join(f'{v:.0f}' for v in values)})"
+        )
     bare, model, trainer = (statistics.median(rates[n]) for n in loops)
     print(f"ratio trainer / bare       = {trainer / bare:.3f}")
     print(f"ratio trainer / bare+model = {trainer / model:.3f}")

@@ -44,65 +44,122 @@ _PIP = {"metaworld": "pip install metaworld==3.1.1", "aloha": "pip install gym-a
 _INSTRUCTIONS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "metaworld": {
         "reach-v3": (
-            ("reach to the goal position", "move the gripper to the target location",
-             "reach the target point with the gripper", "move the end effector to the goal"),
+            (
+                "reach to the goal position",
+                "move the gripper to the target location",
+                "reach the target point with the gripper",
+                "move the end effector to the goal",
+            ),
             ("bring the robot hand to the marked goal", "extend the arm until the gripper is at the target"),
         ),
         "push-v3": (
-            ("push the puck to the goal", "slide the puck to the target location",
-             "push the red puck to the goal position", "move the puck to the target by pushing it"),
-            ("shove the puck over to the goal spot", "nudge the puck along the table until it reaches the target"),
+            (
+                "push the puck to the goal",
+                "slide the puck to the target location",
+                "push the red puck to the goal position",
+                "move the puck to the target by pushing it",
+            ),
+            (
+                "shove the puck over to the goal spot",
+                "nudge the puck along the table until it reaches the target",
+            ),
         ),
         "pick-place-v3": (
-            ("pick up the puck and place it at the goal", "grasp the puck and put it on the target",
-             "pick the puck up and move it to the goal position", "lift the puck and place it at the target location"),
+            (
+                "pick up the puck and place it at the goal",
+                "grasp the puck and put it on the target",
+                "pick the puck up and move it to the goal position",
+                "lift the puck and place it at the target location",
+            ),
             ("take the puck and set it down at the goal", "grab the puck and carry it to the target"),
         ),
         "door-open-v3": (
-            ("open the door", "pull the door open", "swing the door open by its handle", "open the door on its hinge"),
+            (
+                "open the door",
+                "pull the door open",
+                "swing the door open by its handle",
+                "open the door on its hinge",
+            ),
             ("grab the door handle and open the door", "swing the door outward until it is open"),
         ),
         "drawer-open-v3": (
-            ("open the drawer", "pull the drawer open", "pull the drawer out by its handle", "slide the drawer open"),
+            (
+                "open the drawer",
+                "pull the drawer open",
+                "pull the drawer out by its handle",
+                "slide the drawer open",
+            ),
             ("grab the drawer handle and pull it out", "draw the drawer out towards the robot"),
         ),
         "drawer-close-v3": (
-            ("close the drawer", "push the drawer closed", "slide the drawer shut", "push the drawer back in"),
+            (
+                "close the drawer",
+                "push the drawer closed",
+                "slide the drawer shut",
+                "push the drawer back in",
+            ),
             ("shut the open drawer", "press on the drawer until it is closed"),
         ),
         "button-press-topdown-v3": (
-            ("press the button from the top", "push the button down", "press down on the button",
-             "push the button from above"),
+            (
+                "press the button from the top",
+                "push the button down",
+                "press down on the button",
+                "push the button from above",
+            ),
             ("hit the button with a downward press", "lower the gripper onto the button and press it"),
         ),
         "peg-insert-side-v3": (
-            ("insert the peg into the hole from the side", "pick up the peg and insert it sideways into the hole",
-             "put the peg into the side hole", "grasp the peg and push it into the hole"),
-            ("slide the peg into the opening on the box", "fit the peg into the hole in the side of the block"),
+            (
+                "insert the peg into the hole from the side",
+                "pick up the peg and insert it sideways into the hole",
+                "put the peg into the side hole",
+                "grasp the peg and push it into the hole",
+            ),
+            (
+                "slide the peg into the opening on the box",
+                "fit the peg into the hole in the side of the block",
+            ),
         ),
         "window-open-v3": (
-            ("open the window", "slide the window open", "push the window sideways to open it",
-             "slide the window to the open position"),
+            (
+                "open the window",
+                "slide the window open",
+                "push the window sideways to open it",
+                "slide the window to the open position",
+            ),
             ("move the window pane so that the window is open", "slide the sliding window open"),
         ),
         "window-close-v3": (
-            ("close the window", "slide the window shut", "push the window sideways to close it",
-             "slide the window to the closed position"),
+            (
+                "close the window",
+                "slide the window shut",
+                "push the window sideways to close it",
+                "slide the window to the closed position",
+            ),
             ("move the window pane so that the window is closed", "slide the sliding window closed"),
         ),
     },
     "aloha": {
         "transfer_cube": (
-            ("transfer the cube to the other arm",
-             "pick up the red cube with the right arm and hand it to the left arm",
-             "hand the cube over from the right gripper to the left gripper",
-             "pass the red cube from one arm to the other"),
-            ("lift the cube and give it to the left arm", "grasp the block with one arm and transfer it to the other"),
+            (
+                "transfer the cube to the other arm",
+                "pick up the red cube with the right arm and hand it to the left arm",
+                "hand the cube over from the right gripper to the left gripper",
+                "pass the red cube from one arm to the other",
+            ),
+            (
+                "lift the cube and give it to the left arm",
+                "grasp the block with one arm and transfer it to the other",
+            ),
         ),
         "insertion": (
-            ("insert the peg into the socket", "pick up the peg and the socket and insert the peg",
-             "grab the red peg and the blue socket and put the peg inside",
-             "lift both parts and insert the peg into the socket in mid-air"),
+            (
+                "insert the peg into the socket",
+                "pick up the peg and the socket and insert the peg",
+                "grab the red peg and the blue socket and put the peg inside",
+                "lift both parts and insert the peg into the socket in mid-air",
+            ),
             ("put the peg into the socket", "bring the peg and the socket together and slide the peg in"),
         ),
     },
@@ -168,7 +225,9 @@ class RobotEnv(abc.ABC):
         if self._steps is None:
             raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
         if self._steps >= self.max_steps:
-            raise RuntimeError(f"{type(self).__name__}: the episode already took max_steps={self.max_steps} steps; call reset()")
+            raise RuntimeError(
+                f"{type(self).__name__}: the episode already took max_steps={self.max_steps} steps; call reset()"
+            )
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (self.action_dim,) or not np.isfinite(action).all():
             raise InputError(
@@ -179,7 +238,7 @@ class RobotEnv(abc.ABC):
         self._steps += 1
         return self._observe(), self._success, self._success or self._steps >= self.max_steps
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional: most environments hold nothing to release
         """Release the renderer, if any."""
 
     @abc.abstractmethod
@@ -217,7 +276,9 @@ def draw_instruction(suite: str, task: str, seed: int) -> str:
     return phrasings[int(np.random.default_rng(seed).integers(len(phrasings)))]
 
 
-def make_env(suite: str, task: str, seed: int, *, render: bool = False, image_size: Sequence[int] = IMAGE_SIZE) -> RobotEnv:
+def make_env(
+    suite: str, task: str, seed: int, *, render: bool = False, image_size: Sequence[int] = IMAGE_SIZE
+) -> RobotEnv:
     """Build the environment of a task, seeded; call `reset()` to start an episode. With `render`,
     observations carry the camera image at `image_size` (H, W)."""
     _check_task(suite, task)
@@ -226,7 +287,13 @@ def make_env(suite: str, task: str, seed: int, *, render: bool = False, image_si
 
 
 def scripted_episodes(
-    suite: str, task: str, num_episodes: int, seed: int, *, render: bool = False, image_size: Sequence[int] = IMAGE_SIZE
+    suite: str,
+    task: str,
+    num_episodes: int,
+    seed: int,
+    *,
+    render: bool = False,
+    image_size: Sequence[int] = IMAGE_SIZE,
 ) -> list[Episode]:
     """Episodes of the task's scripted expert, episode i from seed + i, failures included
     (`Episode.success` tells them apart)."""
@@ -234,7 +301,9 @@ def scripted_episodes(
     if not isinstance(num_episodes, (int, np.integer)) or isinstance(num_episodes, bool) or num_episodes < 0:
         raise ConfigError(f"num_episodes must be a non-negative int, got {num_episodes!r}")
     seeds = [_check_seed(seed) + i for i in range(num_episodes)]
-    return _backend(suite).scripted_episodes(task, seeds, render=render, image_size=check_image_size(image_size))
+    return _backend(suite).scripted_episodes(
+        task, seeds, render=render, image_size=check_image_size(image_size)
+    )
 
 
 def stack_frames(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -245,7 +314,9 @@ def stack_frames(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     """(H, W) as a tuple of two positive ints, or a ConfigError naming `image_size`."""
     size = tuple(image_size) if isinstance(image_size, (list, tuple)) else ()
-    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size):
+    if len(size) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size
+    ):
         raise ConfigError(f"image_size: expected [height, width], two positive ints, got {image_size!r}")
     return int(size[0]), int(size[1])
 

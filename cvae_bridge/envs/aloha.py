@@ -49,7 +49,11 @@ def object_poses(task: str, seed: int) -> np.ndarray:
 
 def _transfer_cube_reward(touching) -> int:
     # gym-aloha's TransferCubeTask.get_reward
-    right, left, table = touching("red_box", _RIGHT_FINGER), touching("red_box", _LEFT_FINGER), touching("red_box", "table")
+    right, left, table = (
+        touching("red_box", _RIGHT_FINGER),
+        touching("red_box", _LEFT_FINGER),
+        touching("red_box", "table"),
+    )
     if left:
         return 4 if not table else 3  # transferred / attempted transfer
     if right:
@@ -102,7 +106,9 @@ class AlohaEnv(RobotEnv):
 
     def _apply(self, action: np.ndarray) -> bool:
         grip_left, grip_right = unnormalize_puppet_gripper_position(action[[6, 13]])
-        self._data.ctrl[:] = np.concatenate([action[:6], [grip_left, -grip_left], action[7:13], [grip_right, -grip_right]])
+        self._data.ctrl[:] = np.concatenate(
+            [action[:6], [grip_left, -grip_left], action[7:13], [grip_right, -grip_right]]
+        )
         mujoco.mj_step(self._model, self._data, nstep=self._substeps)
         reward = self.reward()
         self.stages_reached = max(self.stages_reached, reward)
@@ -137,7 +143,9 @@ def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int])
     return AlohaEnv(task, seed, render, image_size)
 
 
-def scripted_episodes(task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]) -> list[Episode]:
+def scripted_episodes(
+    task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]
+) -> list[Episode]:
     """ACT's recipe: scripted end-effector trajectory -> joint commands -> replayed here; the replay is kept."""
     env = AlohaEnv(task, 0, render, image_size)
     episodes = []
@@ -149,10 +157,17 @@ def scripted_episodes(task: str, seeds: list[int], *, render: bool, image_size: 
             for command in commands:
                 frames.append(obs)
                 obs, success, _ = env.step(command)
-            episodes.append(Episode(
-                frames=stack_frames(frames), action=commands, instruction=draw_instruction("aloha", task, seed),
-                task=task, success=success, seed=seed, fps=env.fps,
-            ))
+            episodes.append(
+                Episode(
+                    frames=stack_frames(frames),
+                    action=commands,
+                    instruction=draw_instruction("aloha", task, seed),
+                    task=task,
+                    success=success,
+                    seed=seed,
+                    fps=env.fps,
+                )
+            )
     finally:
         env.close()
     return episodes

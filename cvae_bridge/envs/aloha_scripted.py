@@ -72,7 +72,9 @@ def _restore_weld_stiffness(model: mujoco.MjModel) -> None:
     """Give every weld the MuJoCo 2.x rotational stiffness (see the module docstring)."""
     for i in np.flatnonzero(model.eq_type == mujoco.mjtEq.mjEQ_WELD):
         inv_weight = model.body_invweight0[model.eq_obj1id[i]] + model.body_invweight0[model.eq_obj2id[i]]
-        model.eq_data[i, 10] = np.sqrt(inv_weight[1] / inv_weight[0])  # eq_data: anchor(3) relpose(7) torquescale
+        model.eq_data[i, 10] = np.sqrt(
+            inv_weight[1] / inv_weight[0]
+        )  # eq_data: anchor(3) relpose(7) torquescale
 
 
 def _joint_command(data: mujoco.MjData) -> np.ndarray:
@@ -89,12 +91,14 @@ def _interpolate(waypoints: np.ndarray, t: int) -> np.ndarray:
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w1, x1, y1, z1 = a
     w2, x2, y2, z2 = b
-    return np.array([
-        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-    ])
+    return np.array(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ]
+    )
 
 
 def _axis_quat(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
@@ -107,7 +111,9 @@ def _rows(*waypoints: tuple) -> np.ndarray:
     return np.array([np.concatenate([[t], xyz, quat, [gripper]]) for t, xyz, quat, gripper in waypoints])
 
 
-def _transfer_cube(init_left: np.ndarray, init_right: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _transfer_cube(
+    init_left: np.ndarray, init_right: np.ndarray, objects: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     # The right arm picks the cube and lifts it to the meeting point; the left arm takes it over.
     box = objects[:3]
     pick = _quat_mul(init_right[3:], _axis_quat((0, 1, 0), -60))
@@ -136,7 +142,9 @@ def _transfer_cube(init_left: np.ndarray, init_right: np.ndarray, objects: np.nd
     return left, right
 
 
-def _insertion(init_left: np.ndarray, init_right: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _insertion(
+    init_left: np.ndarray, init_right: np.ndarray, objects: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     # The left arm picks the socket, the right arm the peg; they meet and insert in mid-air.
     peg, socket = objects[:3], objects[7:10]
     pick_right = _quat_mul(init_right[3:], _axis_quat((0, 1, 0), -60))

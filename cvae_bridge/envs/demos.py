@@ -52,7 +52,9 @@ def resolve_tasks(suite: str, tasks: str | Sequence[str] | None) -> list[str]:
         elif name in known:
             resolved.append(name)
         else:
-            raise ConfigError(f"tasks: unknown {suite} task {name!r}; expected one of {known} or {list(ALL_TASKS[suite])}")
+            raise ConfigError(
+                f"tasks: unknown {suite} task {name!r}; expected one of {known} or {list(ALL_TASKS[suite])}"
+            )
     return list(dict.fromkeys(resolved))  # each task once, in the order given
 
 
@@ -91,8 +93,16 @@ def generate_demos(
         successes = sum(e.success for e in episodes)
         chosen = [e for e in episodes if e.success or keep_failures]
         for episode in chosen:
-            rows.append({"episode_index": len(kept), "task": task, "seed": episode.seed, "instruction": episode.instruction,
-                         "success": episode.success, "length": len(episode)})
+            rows.append(
+                {
+                    "episode_index": len(kept),
+                    "task": task,
+                    "seed": episode.seed,
+                    "instruction": episode.instruction,
+                    "success": episode.success,
+                    "length": len(episode),
+                }
+            )
             kept.append({**episode.frames, "action": episode.action, "task": episode.instruction})
         fps = episodes[0].fps
         per_task[task] = {
@@ -105,7 +115,9 @@ def generate_demos(
             "time_s": time.perf_counter() - task_start,
         }
     if not kept:
-        raise InputError(f"{suite} {task_names}: no successful expert episode to keep (pass keep_failures=True to keep failures)")
+        raise InputError(
+            f"{suite} {task_names}: no successful expert episode to keep (pass keep_failures=True to keep failures)"
+        )
 
     out = Path(out)
     write_lerobot_dataset(out, kept, fps=fps, robot_type=ROBOT_TYPES[suite])
@@ -128,7 +140,9 @@ def generate_demos(
     _write_json(out / DEMOS_FILE, report)
     # Readers of the dataset alone (LeRobot tools) see where it came from and what was kept.
     info = json.loads((out / INFO_PATH).read_text())
-    info["demos"] = {key: report[key] for key in ("suite", "seed", "episodes_per_task", "kept", "mean_success_rate")}
+    info["demos"] = {
+        key: report[key] for key in ("suite", "seed", "episodes_per_task", "kept", "mean_success_rate")
+    }
     info["demos"]["details"] = DEMOS_FILE
     _write_json(out / INFO_PATH, info)
     return report
@@ -144,8 +158,12 @@ def _expert_episodes(
     bounds = [seed + count * i // workers for i in range(workers + 1)]
     # spawn: a forked child would inherit the parent's simulator and GL state
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = [pool.submit(scripted_episodes, suite, task, end - first, first, render=render, image_size=image_size)
-                 for first, end in zip(bounds[:-1], bounds[1:])]
+        parts = [
+            pool.submit(
+                scripted_episodes, suite, task, end - first, first, render=render, image_size=image_size
+            )
+            for first, end in zip(bounds[:-1], bounds[1:])
+        ]
         return [episode for part in parts for episode in part.result()]
 
 
@@ -157,8 +175,12 @@ def format_demos_report(report: dict[str, Any]) -> str:
             f"{task:<26} {row['successes']:>5}/{row['episodes']:<4} {100 * row['success_rate']:>4.0f}% {row['kept']:>6} "
             f"{row['mean_length']:>12.1f} {row['time_s'] / row['episodes']:>10.3f}"
         )
-    lines.append(f"{'mean over ' + str(len(report['tasks'])) + ' task(s)':<26} {100 * report['mean_success_rate']:>14.1f}%")
-    lines.append(f"kept {report['kept']}: {report['total_episodes']} episodes, {report['total_frames']} frames")
+    lines.append(
+        f"{'mean over ' + str(len(report['tasks'])) + ' task(s)':<26} {100 * report['mean_success_rate']:>14.1f}%"
+    )
+    lines.append(
+        f"kept {report['kept']}: {report['total_episodes']} episodes, {report['total_frames']} frames"
+    )
     return "\n".join(lines)
 
 

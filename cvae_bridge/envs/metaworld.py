@@ -31,7 +31,9 @@ from metaworld.types import Task
 
 from . import IMAGE, STATE, Episode, RobotEnv, draw_instruction, make_renderer, stack_frames
 
-CAMERA = "corner2"  # the usual Meta-World camera; it is mounted upside down, so images are rotated 180 degrees
+CAMERA = (
+    "corner2"  # the usual Meta-World camera; it is mounted upside down, so images are rotated 180 degrees
+)
 SUCCESS_TAIL = 10
 
 
@@ -87,7 +89,9 @@ def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int])
     return MetaWorldEnv(task, seed, render, image_size)
 
 
-def scripted_episodes(task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]) -> list[Episode]:
+def scripted_episodes(
+    task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]
+) -> list[Episode]:
     if not seeds:
         return []
     env = MetaWorldEnv(task, seeds[0], render, image_size)
@@ -110,6 +114,11 @@ def _expert_episode(env: MetaWorldEnv, expert, seed: int) -> Episode:
         if success and solved_at is None:
             solved_at = env.steps
     return Episode(
-        frames=stack_frames(frames), action=np.stack(actions), instruction=draw_instruction("metaworld", env.task, seed),
-        task=env.task, success=solved_at is not None, seed=seed, fps=env.fps,
+        frames=stack_frames(frames),
+        action=np.stack(actions),
+        instruction=draw_instruction("metaworld", env.task, seed),
+        task=env.task,
+        success=solved_at is not None,
+        seed=seed,
+        fps=env.fps,
     )

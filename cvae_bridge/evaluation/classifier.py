@@ -45,7 +45,10 @@ class ClassifierArgs:
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     """3x3 conv, BatchNorm, ReLU, then 2x2 max-pooling."""
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
     )
 
 
@@ -61,10 +64,14 @@ class ImageClassifier(nn.Module):
         super().__init__()
         height, width = args.image_size
         if height < 8 or width < 8:
-            raise InputError(f"ImageClassifier: images must be at least 8x8, got image_size {args.image_size}")
+            raise InputError(
+                f"ImageClassifier: images must be at least 8x8, got image_size {args.image_size}"
+            )
         self.args = args
         w1, w2, w3 = args.widths
-        self.features = nn.Sequential(_conv_block(args.in_channels, w1), _conv_block(w1, w2), _conv_block(w2, w3))
+        self.features = nn.Sequential(
+            _conv_block(args.in_channels, w1), _conv_block(w1, w2), _conv_block(w2, w3)
+        )
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(args.dropout),
@@ -89,7 +96,9 @@ class ImageClassifier(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         try:
-            batches = [self(chunk.to(device, torch.float32)).argmax(-1).cpu() for chunk in images.split(batch_size)]
+            batches = [
+                self(chunk.to(device, torch.float32)).argmax(-1).cpu() for chunk in images.split(batch_size)
+            ]
         finally:
             self.train(was_training)
         return torch.cat(batches) if batches else torch.empty(0, dtype=torch.int64)
@@ -104,7 +113,11 @@ class ImageClassifier(nn.Module):
 
 def _check_images(images: torch.Tensor, what: str, args: ClassifierArgs | None = None) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        got = f"{tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+        got = (
+            f"{tuple(images.shape)} {images.dtype}"
+            if isinstance(images, torch.Tensor)
+            else type(images).__name__
+        )
         raise InputError(f"{what}: expected a float tensor (N, C, H, W) with values in [0, 1], got {got}")
     if args is not None and (images.shape[1], *images.shape[2:]) != (args.in_channels, *args.image_size):
         raise InputError(
@@ -115,10 +128,16 @@ def _check_images(images: torch.Tensor, what: str, args: ClassifierArgs | None =
 
 def _check_labels(labels: torch.Tensor, what: str, count: int, num_classes: int) -> None:
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (count,):
-        got = f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        got = (
+            f"{tuple(labels.shape)} {labels.dtype}"
+            if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
         raise InputError(f"{what}: expected an int64 tensor of shape ({count},), got {got}")
     if count and (labels.min() < 0 or labels.max() >= num_classes):
-        raise InputError(f"{what}: values must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+        raise InputError(
+            f"{what}: values must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+        )
 
 
 def _random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -160,9 +179,13 @@ def train_classifier(
     _check_images(images, "train images")
     _check_labels(labels, "train labels", len(images), num_classes)
     if len(images) and (images.min() < 0 or images.max() > 1):
-        raise InputError(f"train images: values must lie in [0, 1], got [{images.min():.3g}, {images.max():.3g}]")
+        raise InputError(
+            f"train images: values must lie in [0, 1], got [{images.min():.3g}, {images.max():.3g}]"
+        )
     if epochs < 1 or batch_size < 1:
-        raise InputError(f"train_classifier: epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+        raise InputError(
+            f"train_classifier: epochs and batch_size must be >= 1, got {epochs} and {batch_size}"
+        )
     height, width = images.shape[-2:]
 
     torch.manual_seed(seed)  # the weight initialisation
@@ -208,7 +231,9 @@ def _training_settings(num_classes: int, train_kwargs: dict[str, Any]) -> dict[s
     }
     unknown = sorted(set(train_kwargs) - set(options))
     if unknown:
-        raise InputError(f"load_or_train_classifier: unknown training options {unknown}; expected some of {sorted(options)}")
+        raise InputError(
+            f"load_or_train_classifier: unknown training options {unknown}; expected some of {sorted(options)}"
+        )
     return {"num_classes": num_classes, **options, **train_kwargs}
 
 
@@ -255,7 +280,9 @@ def load_or_train_classifier(
             )
         if meta.get("test_fingerprint") == test_key:
             return model, float(meta["test_accuracy"])
-        return model, model.accuracy(test_images, test_labels)  # other test data: measure, keep the cache as is
+        return model, model.accuracy(
+            test_images, test_labels
+        )  # other test data: measure, keep the cache as is
 
     start = time.perf_counter()
     model = train_classifier(train_images, train_labels, num_classes, **train_kwargs)
@@ -299,7 +326,9 @@ def _load(folder: Path) -> tuple[ImageClassifier, dict[str, Any]]:
             f"({', '.join(ClassifierArgs.__dataclass_fields__)}) ({error}); delete the folder to retrain"
         ) from error
     if meta.get("version") != CACHE_VERSION:
-        raise CheckpointError(f"{meta_path}: version {meta.get('version')!r}, expected {CACHE_VERSION}; delete it to retrain")
+        raise CheckpointError(
+            f"{meta_path}: version {meta.get('version')!r}, expected {CACHE_VERSION}; delete it to retrain"
+        )
     model = ImageClassifier(args)
     try:
         model.load_state_dict(load_file(str(weights_path)), strict=True)

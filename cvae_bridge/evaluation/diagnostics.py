@@ -20,7 +20,8 @@ or a total KL below `COLLAPSE_KL` nats. The trainer checks this at every periodi
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -47,7 +48,9 @@ def latent_parameters(model: ConditionalVAE, batches: Iterable[Batch]) -> dict[s
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def kl_per_dimension(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+def kl_per_dimension(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor
+) -> torch.Tensor:
     """(latent_dim,) KL(q || p) of each dimension, averaged over the examples."""
     return gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)
 
@@ -55,11 +58,15 @@ def kl_per_dimension(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Ten
 def active_units(mu_q: torch.Tensor, threshold: float = ACTIVE_VARIANCE) -> int:
     """Dimensions whose posterior mean varies across the examples by more than `threshold`."""
     if mu_q.shape[0] < 2:
-        raise ValueError(f"active units: the variance over examples needs at least 2 examples, got {mu_q.shape[0]}")
+        raise ValueError(
+            f"active units: the variance over examples needs at least 2 examples, got {mu_q.shape[0]}"
+        )
     return int((mu_q.var(0) > threshold).sum())
 
 
-def mutual_information(mu_q: torch.Tensor, logvar_q: torch.Tensor, generator: torch.Generator | None = None) -> float:
+def mutual_information(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, generator: torch.Generator | None = None
+) -> float:
     """Monte Carlo estimate of I(x; z) in nats, as in the module docstring."""
     n, dims = mu_q.shape
     z = reparameterize(mu_q, logvar_q, generator=generator)
@@ -67,10 +74,13 @@ def mutual_information(mu_q: torch.Tensor, logvar_q: torch.Tensor, generator: to
     # log q(z_i) = logsumexp_j log q(z_i | x_j) - log N, a chunk of draws i against all examples j.
     chunk = max(1, PAIRS_PER_CHUNK // (n * dims))
     mu, logvar = rearrange(mu_q, "j l -> 1 j l"), rearrange(logvar_q, "j l -> 1 j l")
-    log_q_aggregate = torch.cat([
-        torch.logsumexp(gaussian_log_prob(rearrange(part, "i l -> i 1 l"), mu, logvar), dim=1) - math.log(n)
-        for part in z.split(chunk)
-    ])
+    log_q_aggregate = torch.cat(
+        [
+            torch.logsumexp(gaussian_log_prob(rearrange(part, "i l -> i 1 l"), mu, logvar), dim=1)
+            - math.log(n)
+            for part in z.split(chunk)
+        ]
+    )
     return float((log_q_own - log_q_aggregate).mean())
 
 
@@ -79,14 +89,20 @@ def latent_diagnostics(model: ConditionalVAE, batches: Iterable[Batch], seed: in
     autoencoder has no KL and no finite mutual information: only its active units are counted."""
     latent = latent_parameters(model, batches)
     n = latent["mu_q"].shape[0]
-    result: dict[str, Any] = {"latent_dim": model.config.latent_dim, "active_units": active_units(latent["mu_q"]), "diagnostic_examples": n}
+    result: dict[str, Any] = {
+        "latent_dim": model.config.latent_dim,
+        "active_units": active_units(latent["mu_q"]),
+        "diagnostic_examples": n,
+    }
     if model.config.deterministic:
         return result
     kl = kl_per_dimension(**latent)
     result.update(
         kl_per_dim=[round(v, 4) for v in kl.tolist()],
         kl_total=float(kl.sum()),
-        mutual_info=mutual_information(latent["mu_q"], latent["logvar_q"], torch.Generator().manual_seed(seed)),
+        mutual_info=mutual_information(
+            latent["mu_q"], latent["logvar_q"], torch.Generator().manual_seed(seed)
+        ),
         mutual_info_max=math.log(n),
         posterior_collapse=result["active_units"] == 0 or float(kl.sum()) < COLLAPSE_KL,
     )

@@ -47,11 +47,15 @@ def load_run(model_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
     """The run config stored in a model folder by training, with `--set` overrides applied."""
     run = read_config(model_dir).get("extra", {}).get("run")
     if run is None:
-        raise ValueError(f"{Path(model_dir) / 'config.json'} holds no training run config (extra.run): evaluate a folder written by `cvae-bridge train`")
+        raise ValueError(
+            f"{Path(model_dir) / 'config.json'} holds no training run config (extra.run): evaluate a folder written by `cvae-bridge train`"
+        )
     return from_dict(RunConfig, apply_overrides(run, list(overrides)), path=f"{model_dir}:extra.run")
 
 
-def evaluate(model_dir: str | Path, out_dir: str | Path, overrides: list[str] = (), device: str = "cpu") -> dict[str, Any]:
+def evaluate(
+    model_dir: str | Path, out_dir: str | Path, overrides: list[str] = (), device: str = "cpu"
+) -> dict[str, Any]:
     """Compute the metrics of `config.eval.metrics` for a trained model; write metrics.json,
     metrics.md, grid.png and the pictures into `out_dir`. Returns the metrics."""
     keep_freed_memory()
@@ -96,7 +100,11 @@ def _not_applicable(metric: str, model: ConditionalVAE, source: DataSource) -> s
         return None
     if not image_targets(model):
         return "the model has no image target"
-    if metric == "fid" and model.condition_encoders and text_conditions(model) != list(model.condition_encoders):
+    if (
+        metric == "fid"
+        and model.condition_encoders
+        and text_conditions(model) != list(model.condition_encoders)
+    ):
         return "fid generates from captions or from nothing; this model has other conditions"
     if metric in ("faithfulness", "diversity"):
         if text_conditions(model) != list(model.condition_encoders):
@@ -125,32 +133,53 @@ def _stack_images(dataset: Dataset, count: int, key: str) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def _generate(model: ConditionalVAE, captions: list[str], per_caption: int, temperature: float, batch: int = 100) -> torch.Tensor:
+def _generate(
+    model: ConditionalVAE, captions: list[str], per_caption: int, temperature: float, batch: int = 100
+) -> torch.Tensor:
     """Images for each caption, grouped by caption, in [0, 1]."""
     key, target = text_conditions(model)[0], image_targets(model)[0]
     step = max(1, batch // per_caption)
     chunks = [
-        model.sample({key: captions[i : i + step]}, num_samples=per_caption, temperature=temperature)[target].clamp(0, 1).cpu()
+        model.sample({key: captions[i : i + step]}, num_samples=per_caption, temperature=temperature)[target]
+        .clamp(0, 1)
+        .cpu()
         for i in range(0, len(captions), step)
     ]
     return torch.cat(chunks)
 
 
-def faithfulness(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset) -> dict[str, float]:
-    train_images, train_labels = _stack_images(_unbinarized(source, config, "train"), 10**9, image_targets(model)[0])
-    test_images, test_labels = _stack_images(_unbinarized(source, config, "test"), 10**9, image_targets(model)[0])
+def faithfulness(
+    model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset
+) -> dict[str, float]:
+    train_images, train_labels = _stack_images(
+        _unbinarized(source, config, "train"), 10**9, image_targets(model)[0]
+    )
+    test_images, test_labels = _stack_images(
+        _unbinarized(source, config, "test"), 10**9, image_targets(model)[0]
+    )
     classifier, classifier_accuracy = load_or_train_classifier(
-        config.data.type, train_images, train_labels, test_images, test_labels,
-        num_classes=len(source.class_names), epochs=config.eval.classifier_epochs,
+        config.data.type,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        num_classes=len(source.class_names),
+        epochs=config.eval.classifier_epochs,
     )
     result = {"classifier_test_accuracy": classifier_accuracy}
     for which, key in (("heldout", "faithfulness"), ("train", "faithfulness_train_phrasings")):
         prompts = source.prompts(which)
-        images = _generate(model, [c for c, _ in prompts], config.eval.samples_per_prompt, config.eval.temperature)
-        labels = torch.tensor([label for _, label in prompts]).repeat_interleave(config.eval.samples_per_prompt)
+        images = _generate(
+            model, [c for c, _ in prompts], config.eval.samples_per_prompt, config.eval.temperature
+        )
+        labels = torch.tensor([label for _, label in prompts]).repeat_interleave(
+            config.eval.samples_per_prompt
+        )
         correct = (classifier.predict(images) == labels).double()
         result[key] = correct.mean().item()
-        if which == "heldout":  # where the failures are: the phrasing whose samples the classifier misreads most
+        if (
+            which == "heldout"
+        ):  # where the failures are: the phrasing whose samples the classifier misreads most
             per_prompt = correct.view(len(prompts), -1).mean(1)
             worst = int(per_prompt.argmin())
             result["faithfulness_worst"] = per_prompt[worst].item()
@@ -158,7 +187,9 @@ def faithfulness(model: ConditionalVAE, config: RunConfig, source: DataSource, s
     return result
 
 
-def diversity(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset) -> dict[str, float]:
+def diversity(
+    model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset
+) -> dict[str, float]:
     prompts = [c for c, _ in source.prompts("heldout")]
     per = max(2, config.eval.samples_per_prompt)
     images = _generate(model, prompts, per, config.eval.temperature)
@@ -173,12 +204,21 @@ def nll(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
     loader = DataLoader(subset, batch_size=max(1, 2000 // min(config.eval.nll_samples, 2000)))
     total, count = 0.0, 0
     for batch in loader:
-        log_p = model.log_likelihood(to_device(batch, model.device), num_samples=config.eval.nll_samples, chunk_size=min(config.eval.nll_samples, 1000))
+        log_p = model.log_likelihood(
+            to_device(batch, model.device),
+            num_samples=config.eval.nll_samples,
+            chunk_size=min(config.eval.nll_samples, 1000),
+        )
         total -= log_p.sum().item()
         count += len(log_p)
     nats = total / count
     dims = sum(math.prod(model.decoders[n].event_shape) for n in model.decoders)
-    return {"nll_nats": nats, "bits_per_dim": nats / (dims * math.log(2)), "nll_samples": config.eval.nll_samples, "nll_examples": count}
+    return {
+        "nll_nats": nats,
+        "bits_per_dim": nats / (dims * math.log(2)),
+        "nll_samples": config.eval.nll_samples,
+        "nll_examples": count,
+    }
 
 
 def fid(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset) -> dict[str, float]:
@@ -195,9 +235,14 @@ def fid(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
             raise ValueError("fid: only text-conditioned or unconditional image models are supported")
         generated = _generate(model, [c[key] for c in conditions], 1, config.eval.temperature)
     else:
-        generated = torch.cat([
-            model.sample(num_samples=min(100, count - i), temperature=config.eval.temperature)[target].clamp(0, 1).cpu() for i in range(0, count, 100)
-        ])
+        generated = torch.cat(
+            [
+                model.sample(num_samples=min(100, count - i), temperature=config.eval.temperature)[target]
+                .clamp(0, 1)
+                .cpu()
+                for i in range(0, count, 100)
+            ]
+        )
     reference, _ = _stack_images(_unbinarized(source, config, "train"), count, target)
     extractor = FeatureExtractor(config.eval.fid_resolution, model.device)
     real_features = extractor.features(real)
@@ -214,16 +259,29 @@ DIAGNOSTIC_EXAMPLES = 10_000
 
 
 @torch.no_grad()
-def diagnostics(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset) -> dict[str, Any]:
+def diagnostics(
+    model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dataset
+) -> dict[str, Any]:
     """Latent diagnostics (diagnostics.py) over the first DIAGNOSTIC_EXAMPLES of the evaluation split."""
     subset = torch.utils.data.Subset(split, range(min(DIAGNOSTIC_EXAMPLES, len(split))))
     batches = (to_device(batch, model.device) for batch in DataLoader(subset, batch_size=500))
     return latent_diagnostics(model, batches, seed=config.train.seed)
 
-METRICS = {"faithfulness": faithfulness, "nll": nll, "fid": fid, "diversity": diversity, "diagnostics": diagnostics}
+
+METRICS = {
+    "faithfulness": faithfulness,
+    "nll": nll,
+    "fid": fid,
+    "diversity": diversity,
+    "diagnostics": diagnostics,
+}
 
 
 def markdown_table(metrics: dict[str, Any]) -> str:
-    rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items() if k not in ("skipped", "seconds")]
+    rows = [
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+        if k not in ("skipped", "seconds")
+    ]
     rows += [f"| {k} | skipped: {why} |" for k, why in metrics.get("skipped", {}).items()]
     return "| metric | value |\n|---|---|\n" + "\n".join(rows) + "\n"

@@ -29,7 +29,9 @@ class FeatureExtractor:
 
     def __init__(self, resolution: int = 224, device: str | torch.device = "cpu"):
         if resolution < 32:
-            raise InputError(f"FeatureExtractor: resolution must be >= 32 (the network downsamples 32x), got {resolution}")
+            raise InputError(
+                f"FeatureExtractor: resolution must be >= 32 (the network downsamples 32x), got {resolution}"
+            )
         self.resolution = resolution
         self.device = torch.device(device)
         # channels_last: oneDNN runs these convolutions ~1.5x faster on CPU.
@@ -39,10 +41,18 @@ class FeatureExtractor:
         """(N, 1 or 3, H, W) in [0, 1] -> (N, 3, resolution, resolution), normalised for the network."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise InputError(f"FeatureExtractor: expected images (N, 1 or 3, H, W) with values in [0, 1], got {got}")
+            raise InputError(
+                f"FeatureExtractor: expected images (N, 1 or 3, H, W) with values in [0, 1], got {got}"
+            )
         x = images.to(self.device, torch.float32)
         if x.shape[-2:] != (self.resolution, self.resolution):
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x,
+                size=(self.resolution, self.resolution),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB (after resizing: a third of the work); a no-op for RGB
         return imagenet_normalize(x).contiguous(memory_format=torch.channels_last)
 
@@ -50,11 +60,15 @@ class FeatureExtractor:
     def features(self, images: torch.Tensor, batch_size: int = 100) -> np.ndarray:
         """Pooled features (N, 1280) as float64 numpy."""
         if not isinstance(images, torch.Tensor):
-            raise InputError(f"FeatureExtractor: expected a tensor of images (N, 1 or 3, H, W), got {type(images).__name__}")
+            raise InputError(
+                f"FeatureExtractor: expected a tensor of images (N, 1 or 3, H, W), got {type(images).__name__}"
+            )
         self.model.eval()  # BatchNorm running statistics and no dropout, even if someone called .train()
         chunks = []
         for batch in images.split(batch_size):
-            maps = self.model.extract_features(self.preprocess(batch))  # (B, 1280, h, w), before pooling and _fc
+            maps = self.model.extract_features(
+                self.preprocess(batch)
+            )  # (B, 1280, h, w), before pooling and _fc
             chunks.append(reduce(maps, "b c h w -> b c", "mean").double().cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM))
 

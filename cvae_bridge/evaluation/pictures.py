@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,9 @@ def _examples(dataset: Dataset, indices: Sequence[int], device: torch.device) ->
 def _repeat_each(conditions: Batch, times: int) -> Batch:
     """Each example's conditions `times` times in a row (tensors or lists of strings)."""
     return {
-        k: repeat(v, "b ... -> (b t) ...", t=times) if isinstance(v, torch.Tensor) else [x for x in v for _ in range(times)]
+        k: repeat(v, "b ... -> (b t) ...", t=times)
+        if isinstance(v, torch.Tensor)
+        else [x for x in v for _ in range(times)]
         for k, v in conditions.items()
     }
 
@@ -96,14 +99,20 @@ def reconstructions(model: ConditionalVAE, batch: Batch, columns: int = COLUMNS)
 
 
 @torch.no_grad()
-def interpolations(model: ConditionalVAE, first: Batch, second: Batch, steps: int = INTERPOLATION_STEPS) -> torch.Tensor:
+def interpolations(
+    model: ConditionalVAE, first: Batch, second: Batch, steps: int = INTERPOLATION_STEPS
+) -> torch.Tensor:
     """(R * (steps + 2), C, H, W): per row, the first input, `steps` decodings of
     (1 - t) mu(first) + t mu(second) for t from 0 to 1, and the second input."""
     target = image_targets(model)[0]
     mu_a, mu_b = model.encode(first)[0], model.encode(second)[0]
     t = torch.linspace(0, 1, steps, device=mu_a.device)[:, None]
     z = rearrange(mu_a[:, None] * (1 - t) + mu_b[:, None] * t, "r s l -> (r s) l")
-    decoded = rearrange(model.decode(z, _repeat_each(_conditions(model, first), steps))[target], "(r s) ... -> r s ...", s=steps)
+    decoded = rearrange(
+        model.decode(z, _repeat_each(_conditions(model, first), steps))[target],
+        "(r s) ... -> r s ...",
+        s=steps,
+    )
     rows = torch.cat([first[target][:, None], decoded, second[target][:, None]], dim=1)
     return rearrange(rows, "r s ... -> (r s) ...")
 
@@ -119,10 +128,14 @@ def latent_plane(model: ConditionalVAE, example: Batch, size: int = PLANE_SIZE) 
     # Row i, column j: (z1, z2) = (u[j], u[size - 1 - i]), so z2 grows upwards as on a plot.
     unit = rearrange(torch.stack(torch.meshgrid(u, u.flip(0), indexing="xy"), dim=-1), "i j l -> (i j) l")
     z = latent["mu_p"] + torch.exp(0.5 * latent["logvar_p"]) * unit
-    return model.decode(z.to(model.device), _repeat_each(_conditions(model, example), size * size))[image_targets(model)[0]]
+    return model.decode(z.to(model.device), _repeat_each(_conditions(model, example), size * size))[
+        image_targets(model)[0]
+    ]
 
 
-def save_latent_scatter(mu: torch.Tensor, labels: torch.Tensor | None, path: str | Path, class_names: Sequence[str] | None = None) -> Path:
+def save_latent_scatter(
+    mu: torch.Tensor, labels: torch.Tensor | None, path: str | Path, class_names: Sequence[str] | None = None
+) -> Path:
     """Scatter plot of 2-D posterior means (N, 2), one colour per class label (labels < 0 or
     None: one colour). 700 x 600 pixels."""
     from matplotlib.figure import Figure
@@ -134,7 +147,14 @@ def save_latent_scatter(mu: torch.Tensor, labels: torch.Tensor | None, path: str
     for label in np.unique(labels):
         points = mu[labels == label]
         name = "unlabelled" if label < 0 else (class_names[label] if class_names else str(label))
-        axes.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, label=name, color=None if label < 0 else f"C{label % 10}")
+        axes.scatter(
+            points[:, 0],
+            points[:, 1],
+            s=2,
+            alpha=0.5,
+            label=name,
+            color=None if label < 0 else f"C{label % 10}",
+        )
     if (labels >= 0).any():
         axes.legend(markerscale=5, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes.set(xlabel="z1", ylabel="z2", title=f"posterior means of {len(mu)} examples")
@@ -158,7 +178,9 @@ def save_loss_curves(log_path: str | Path, path: str | Path) -> Path:
                 if isinstance(value, (int, float)) and key != "step":
                     # A resumed run logs some steps twice: the later value counts.
                     series[record["split"], key][record["step"]] = value
-    keys = sorted({k for _, k in series if k.startswith("rec_")}) + [k for k in ("kl", "nelbo") if ("train", k) in series]
+    keys = sorted({k for _, k in series if k.startswith("rec_")}) + [
+        k for k in ("kl", "nelbo") if ("train", k) in series
+    ]
     if series.get(("train", "loss")) != series.get(("train", "nelbo")):
         keys.append("loss")
     if not keys:
@@ -183,7 +205,9 @@ def _save_figure(figure: Any, path: str | Path) -> Path:
 
 
 @torch.no_grad()
-def write_pictures(model: ConditionalVAE, dataset: Dataset, out_dir: str | Path, log_path: str | Path | None = None) -> tuple[list[str], dict[str, str]]:
+def write_pictures(
+    model: ConditionalVAE, dataset: Dataset, out_dir: str | Path, log_path: str | Path | None = None
+) -> tuple[list[str], dict[str, str]]:
     """Every picture of the module docstring that applies to `model`, from examples of `dataset`
     (an evaluation split), as PNGs in `out_dir`. Returns the file names written and, for each
     picture left out, the reason."""
@@ -196,10 +220,21 @@ def write_pictures(model: ConditionalVAE, dataset: Dataset, out_dir: str | Path,
         count = min(RECONSTRUCTIONS, len(dataset))
         columns = min(COLUMNS, count)
         examples = _examples(dataset, range(count - count % columns), device)
-        written.append(save_image_grid(reconstructions(model, examples, columns), out_dir / "reconstructions.png", columns).name)
+        written.append(
+            save_image_grid(
+                reconstructions(model, examples, columns), out_dir / "reconstructions.png", columns
+            ).name
+        )
         rows = min(INTERPOLATION_ROWS, len(dataset) // 2)
-        first, second = _examples(dataset, range(0, 2 * rows, 2), device), _examples(dataset, range(1, 2 * rows, 2), device)
-        written.append(save_image_grid(interpolations(model, first, second), out_dir / "interpolations.png", INTERPOLATION_STEPS + 2).name)
+        first, second = (
+            _examples(dataset, range(0, 2 * rows, 2), device),
+            _examples(dataset, range(1, 2 * rows, 2), device),
+        )
+        written.append(
+            save_image_grid(
+                interpolations(model, first, second), out_dir / "interpolations.png", INTERPOLATION_STEPS + 2
+            ).name
+        )
     else:
         skipped["reconstructions"] = skipped["interpolations"] = "the model has no image target"
 
@@ -211,12 +246,21 @@ def write_pictures(model: ConditionalVAE, dataset: Dataset, out_dir: str | Path,
         class_names = getattr(dataset, "class_names", None)
         written.append(save_latent_scatter(mu, labels, out_dir / "latent_scatter.png", class_names).name)
         if image_targets(model):
-            written += [save_image_grid(latent_plane(model, _examples(dataset, [i], device)), out_dir / name, PLANE_SIZE, padding=0).name
-                        for name, i in _plane_examples(model, labels)]
+            written += [
+                save_image_grid(
+                    latent_plane(model, _examples(dataset, [i], device)),
+                    out_dir / name,
+                    PLANE_SIZE,
+                    padding=0,
+                ).name
+                for name, i in _plane_examples(model, labels)
+            ]
         else:
             skipped["latent_grid"] = "the model has no image target"
     else:
-        skipped["latent_scatter"] = skipped["latent_grid"] = f"the latent has {model.config.latent_dim} dimensions, not 2"
+        skipped["latent_scatter"] = skipped["latent_grid"] = (
+            f"the latent has {model.config.latent_dim} dimensions, not 2"
+        )
 
     if log_path is not None and Path(log_path).is_file():
         written.append(save_loss_curves(log_path, out_dir / "loss_curves.png").name)

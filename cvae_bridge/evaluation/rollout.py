@@ -70,7 +70,9 @@ def evaluate_policy(
     task_names = resolve_tasks(suite, tasks)
     policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
     if phrasings == "heldout" and policy.instruction_key is None:
-        raise ConfigError(f"phrasings: 'heldout' needs a language-conditioned policy; {model_dir} takes no instruction")
+        raise ConfigError(
+            f"phrasings: 'heldout' needs a language-conditioned policy; {model_dir} takes no instruction"
+        )
     demos = _training_demos(model_dir)
     demo_seeds = _check_disjoint_from_demos(demos, suite, task_names, seed, episodes)
     # The camera renders as the demonstrations were rendered; the policy then resizes as training did.
@@ -83,8 +85,12 @@ def evaluate_policy(
         for first in range(0, episodes, batch_size):
             seeds = list(range(seed + first, seed + min(first + batch_size, episodes)))
             # GIF paths (without the outcome) of the first videos_per_task episodes
-            videos = [Path(video_dir) / f"{task}_{first + i:03d}_seed{s}" if video_dir and first + i < videos_per_task else None
-                      for i, s in enumerate(seeds)]
+            videos = [
+                Path(video_dir) / f"{task}_{first + i:03d}_seed{s}"
+                if video_dir and first + i < videos_per_task
+                else None
+                for i, s in enumerate(seeds)
+            ]
             batch, seconds, stages = _run_batch(policy, suite, task, seeds, phrasings, videos, image_size)
             results += batch
             policy_s += seconds
@@ -135,17 +141,29 @@ def episode_instruction(suite: str, task: str, phrasings: str, seed: int) -> str
 
 
 def _run_batch(
-    policy: ActionChunkPolicy, suite: str, task: str, seeds: list[int], phrasings: str, videos: list[Path | None],
+    policy: ActionChunkPolicy,
+    suite: str,
+    task: str,
+    seeds: list[int],
+    phrasings: str,
+    videos: list[Path | None],
     image_size: tuple[int, int],
 ) -> tuple[list[dict[str, Any]], float, tuple[str, ...]]:
     """Episodes from `seeds` side by side, the camera rendered at `image_size`; those with a video
     path are saved as GIFs there. Returns the per-episode results, the seconds spent in the policy
     and the task's sub-stages (`RobotEnv.stages`)."""
     needs_images = IMAGE in policy.observation_keys
-    envs = [make_env(suite, task, s, render=needs_images or video is not None, image_size=image_size) for s, video in zip(seeds, videos)]
+    envs = [
+        make_env(suite, task, s, render=needs_images or video is not None, image_size=image_size)
+        for s, video in zip(seeds, videos)
+    ]
     try:
         observations = [env.reset() for env in envs]
-        texts = [episode_instruction(suite, task, phrasings, s) for s in seeds] if policy.instruction_key else None
+        texts = (
+            [episode_instruction(suite, task, phrasings, s) for s in seeds]
+            if policy.instruction_key
+            else None
+        )
         frames = [[obs[IMAGE]] if video else None for obs, video in zip(observations, videos)]
         done, success = [False] * len(envs), [False] * len(envs)
         policy.reset()
@@ -162,7 +180,12 @@ def _run_batch(
                         frames[i].append(observations[i][IMAGE])
         results = []
         for i, env in enumerate(envs):
-            result = {"seed": seeds[i], "success": success[i], "steps": env.steps, "instruction": texts[i] if texts else None}
+            result = {
+                "seed": seeds[i],
+                "success": success[i],
+                "steps": env.steps,
+                "instruction": texts[i] if texts else None,
+            }
             if env.stages:
                 result["stages_reached"] = env.stages_reached
             if videos[i] is not None:
@@ -181,7 +204,9 @@ def _training_demos(model_dir: str | Path) -> dict[str, Any] | None:
     return {**json.loads(path.read_text()), "path": str(path)} if path.is_file() else None
 
 
-def _check_disjoint_from_demos(demos: dict[str, Any] | None, suite: str, tasks: list[str], seed: int, episodes: int) -> list[int] | None:
+def _check_disjoint_from_demos(
+    demos: dict[str, Any] | None, suite: str, tasks: list[str], seed: int, episodes: int
+) -> list[int] | None:
     """The demonstration seeds [first, last] of the model's training dataset (None without its
     demos.json); raises when they overlap the evaluation seeds on a shared task."""
     if demos is None:
@@ -224,8 +249,13 @@ def markdown_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {task} | {100 * row['success_rate']:.1f}% | {row['episodes']} | {row['mean_steps']:.0f} | {row['s_per_episode']:.2f} |"
         )
-    lines.append(f"| **mean** | **{100 * report['mean_success_rate']:.1f}%** | | | {report['s_per_episode']:.2f} |")
+    lines.append(
+        f"| **mean** | **{100 * report['mean_success_rate']:.1f}%** | | | {report['s_per_episode']:.2f} |"
+    )
     for task, row in report["tasks"].items():
         if "stages" in row:
-            lines.append(f"\n{task}, episodes that reached each stage: " + ", ".join(f"{k} {v}" for k, v in row["stages"].items()))
+            lines.append(
+                f"\n{task}, episodes that reached each stage: "
+                + ", ".join(f"{k} {v}" for k, v in row["stages"].items())
+            )
     return "\n".join(lines) + "\n"

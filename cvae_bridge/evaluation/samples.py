@@ -29,7 +29,9 @@ def grid_conditions(model: ConditionalVAE, config: EvalConfig, dataset: Dataset 
     if config.prompts and texts == list(model.condition_encoders):
         return {texts[0]: list(config.prompts)}
     if dataset is None:
-        raise ValueError("sample grid: this model's conditions are not text prompts, so examples of a dataset are needed")
+        raise ValueError(
+            "sample grid: this model's conditions are not text prompts, so examples of a dataset are needed"
+        )
     examples = default_collate([dataset[i] for i in range(min(GRID_ROWS, len(dataset)))])
     return {n: examples[n] for n in model.condition_encoders}
 
@@ -42,6 +44,8 @@ def grid_samples(model: ConditionalVAE, config: EvalConfig, dataset: Dataset | N
         return None
     conditions = grid_conditions(model, config, dataset)
     if conditions is not None:
-        conditions = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in conditions.items()}
+        conditions = {
+            k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in conditions.items()
+        }
     columns = config.grid_columns if conditions is not None else config.grid_columns * GRID_ROWS
     return model.sample(conditions, num_samples=columns, temperature=config.temperature)[targets[0]]

@@ -38,7 +38,9 @@ class ActionEncoder(Encoder):
         self.embed = nn.Linear(config.dim, d_model)
 
     def check(self, value: Any, name: str) -> None:
-        check_tensor(value, name, ndim=3, trailing=(self.config.chunk_size, self.config.dim), dtype=self.dtype)
+        check_tensor(
+            value, name, ndim=3, trailing=(self.config.chunk_size, self.config.dim), dtype=self.dtype
+        )
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
         batch, steps, _ = value.shape
@@ -71,9 +73,17 @@ class ActionDecoder(Decoder):
         self.out_features = d_model
         self.latent_in = nn.Linear(latent_dim, d_model)
         self.latent_position = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
-        self.encoder = transformer_encoder(d_model, config.encoder_layers, config.heads, config.ff_dim, config.dropout, config.norm_first)
+        self.encoder = transformer_encoder(
+            d_model, config.encoder_layers, config.heads, config.ff_dim, config.dropout, config.norm_first
+        )
         layer = nn.TransformerDecoderLayer(
-            d_model, config.heads, config.ff_dim, config.dropout, activation="gelu", batch_first=True, norm_first=config.norm_first
+            d_model,
+            config.heads,
+            config.ff_dim,
+            config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=config.norm_first,
         )
         self.decoder = nn.TransformerDecoder(layer, config.decoder_layers, norm=nn.LayerNorm(d_model))
         self.queries = nn.Parameter(torch.randn(1, config.chunk_size, d_model) * 0.02)
@@ -92,4 +102,3 @@ class ActionDecoder(Decoder):
 
     def from_sites(self, y: torch.Tensor) -> torch.Tensor:
         return y
-

@@ -27,15 +27,24 @@ class Tokens(NamedTuple):
     mask: torch.Tensor  # (B, N) bool, True = valid token
 
     @staticmethod
-    def cat(parts: list["Tokens"], batch: int, dim: int, device: torch.device) -> "Tokens":
+    def cat(parts: list[Tokens], batch: int, dim: int, device: torch.device) -> Tokens:
         """Concatenate along N; an empty list gives an empty sequence (B, 0, D)."""
         if not parts:
-            return Tokens(torch.zeros(batch, 0, dim, device=device), torch.zeros(batch, 0, dtype=torch.bool, device=device))
+            return Tokens(
+                torch.zeros(batch, 0, dim, device=device),
+                torch.zeros(batch, 0, dtype=torch.bool, device=device),
+            )
         return Tokens(torch.cat([p.x for p in parts], dim=1), torch.cat([p.mask for p in parts], dim=1))
 
 
 def check_tensor(
-    value: Any, name: str, *, ndim: int | None = None, trailing: tuple[int | None, ...] = (), floating: bool = True, dtype: torch.dtype | None = None
+    value: Any,
+    name: str,
+    *,
+    ndim: int | None = None,
+    trailing: tuple[int | None, ...] = (),
+    floating: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> tuple[float, float] | None:
     """Raise InputError unless `value` is a finite tensor of the expected rank and trailing sizes
     with at least one example; `dtype`: the floating-point type it must have (the weights').
@@ -43,19 +52,27 @@ def check_tensor(
     if not isinstance(value, torch.Tensor):
         raise InputError(f"batch[{name!r}]: expected a torch.Tensor, got {type(value).__name__}")
     if ndim is not None and value.ndim != ndim:
-        raise InputError(f"batch[{name!r}]: expected {ndim} dimensions (batch first), got shape {tuple(value.shape)}")
+        raise InputError(
+            f"batch[{name!r}]: expected {ndim} dimensions (batch first), got shape {tuple(value.shape)}"
+        )
     if value.ndim == 0 or value.shape[0] == 0:
-        raise InputError(f"batch[{name!r}]: expected at least one example (batch first), got shape {tuple(value.shape)}")
-    actual = tuple(value.shape[value.ndim - len(trailing):]) if trailing else ()
+        raise InputError(
+            f"batch[{name!r}]: expected at least one example (batch first), got shape {tuple(value.shape)}"
+        )
+    actual = tuple(value.shape[value.ndim - len(trailing) :]) if trailing else ()
     if any(want is not None and want != got for want, got in zip(trailing, actual)):
         expected = "x".join("*" if t is None else str(t) for t in trailing)
-        raise InputError(f"batch[{name!r}]: expected trailing shape {expected}, got shape {tuple(value.shape)}")
+        raise InputError(
+            f"batch[{name!r}]: expected trailing shape {expected}, got shape {tuple(value.shape)}"
+        )
     if floating:
         if not value.is_floating_point():
             raise InputError(f"batch[{name!r}]: expected a floating-point tensor, got {value.dtype}")
         # Layers fail on a float64 input (numpy's default) with a message that names no key.
         if dtype is not None and value.dtype != dtype:
-            raise InputError(f"batch[{name!r}]: expected {dtype} like the model's weights, got {value.dtype}; convert it with .to({dtype})")
+            raise InputError(
+                f"batch[{name!r}]: expected {dtype} like the model's weights, got {value.dtype}; convert it with .to({dtype})"
+            )
         # One pass for both checks: NaN propagates into min and max, an infinity is one of them.
         low, high = (float(v) for v in value.aminmax())
         if not (math.isfinite(low) and math.isfinite(high)):
@@ -132,4 +149,3 @@ class Decoder(nn.Module):
     def from_sites(self, y: torch.Tensor) -> torch.Tensor:
         """(B, sites, channels) -> natural shape (B, *event_shape)."""
         raise NotImplementedError
-

@@ -37,8 +37,12 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, groups: int):
         super().__init__()
         self.net = nn.Sequential(
-            _norm(channels, groups), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            _norm(channels, groups), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels, groups),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels, groups),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +99,13 @@ class ImageEncoder(Encoder):
             self.out = nn.Sequential(nn.Linear(previous * h * w, d_model), nn.SiLU())
 
     def check(self, value: Any, name: str) -> None:
-        low, high = check_tensor(value, name, ndim=4, trailing=(self.config.channels, *(self.config.size or (None, None))), dtype=self.dtype)
+        low, high = check_tensor(
+            value,
+            name,
+            ndim=4,
+            trailing=(self.config.channels, *(self.config.size or (None, None))),
+            dtype=self.dtype,
+        )
         if low < 0 or high > 1:
             raise InputError(f"batch[{name!r}]: expected image values in [0, 1], got {low:.4g}..{high:.4g}")
 
@@ -103,7 +113,9 @@ class ImageEncoder(Encoder):
         features = self.body(value * 2 - 1)
         if self.config.tokens == "grid":
             _, _, h, w = features.shape
-            x = rearrange(self.out(features), "b d h w -> b (h w) d") + sine_positions_2d(h, w, self.d_model, features.device)
+            x = rearrange(self.out(features), "b d h w -> b (h w) d") + sine_positions_2d(
+                h, w, self.d_model, features.device
+            )
         else:
             x = rearrange(self.out(rearrange(features, "b c h w -> b (c h w)")), "b d -> b 1 d")
         return Tokens(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
@@ -145,7 +157,11 @@ class ImageDecoder(Decoder):
             (out_h, out_w), (in_h, in_w) = sizes[i], sizes[i + 1]
             layers.append(
                 nn.ConvTranspose2d(
-                    config.widths[i], config.widths[max(i - 1, 0)], 3, stride=2, padding=1,
+                    config.widths[i],
+                    config.widths[max(i - 1, 0)],
+                    3,
+                    stride=2,
+                    padding=1,
                     output_padding=(out_h - (2 * in_h - 1), out_w - (2 * in_w - 1)),
                 )
             )

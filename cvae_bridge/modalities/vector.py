@@ -61,10 +61,19 @@ class VectorEncoder(Encoder):
     def check(self, value: Any, name: str) -> None:
         if self.config.num_classes:
             check_tensor(value, name, ndim=1, floating=False)
-            if value.dtype.is_floating_point or value.dtype == torch.bool or value.min() < 0 or value.max() >= self.config.num_classes:
-                raise InputError(f"batch[{name!r}]: expected integer labels in [0, {self.config.num_classes}), got {value.dtype} values {value.min().item()}..{value.max().item()}")
+            if (
+                value.dtype.is_floating_point
+                or value.dtype == torch.bool
+                or value.min() < 0
+                or value.max() >= self.config.num_classes
+            ):
+                raise InputError(
+                    f"batch[{name!r}]: expected integer labels in [0, {self.config.num_classes}), got {value.dtype} values {value.min().item()}..{value.max().item()}"
+                )
             return
-        check_tensor(value, name, ndim=1 + len(self.config.shape), trailing=tuple(self.config.shape), dtype=self.dtype)
+        check_tensor(
+            value, name, ndim=1 + len(self.config.shape), trailing=tuple(self.config.shape), dtype=self.dtype
+        )
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
         if self.config.num_classes:

@@ -72,7 +72,9 @@ class ActionChunkPolicy:
     ):
         if len(model.decoders) != 1 or len(next(iter(model.decoders.values())).event_shape) != 2:
             shapes = {n: d.event_shape for n, d in model.decoders.items()}
-            raise ConfigError(f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {shapes}")
+            raise ConfigError(
+                f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {shapes}"
+            )
         self.model = model.eval()
         self.action_key, decoder = next(iter(model.decoders.items()))
         self.chunk_size, self.action_dim = decoder.event_shape
@@ -84,19 +86,27 @@ class ActionChunkPolicy:
             if name == self.instruction_key:
                 continue
             if name not in features:
-                raise ConfigError(f"features: the model input {name!r} has no observation key; features: {dict(features)}")
+                raise ConfigError(
+                    f"features: the model input {name!r} has no observation key; features: {dict(features)}"
+                )
             self.inputs[name] = features[name]
         self.images = {n for n in self.inputs if model.condition_encoders[n].input_kind == "image"}
 
         if temporal_ensemble is not None:
             if not (math.isfinite(temporal_ensemble) and temporal_ensemble >= 0):
-                raise ConfigError(f"temporal_ensemble: expected a number m >= 0 (or None), got {temporal_ensemble}")
+                raise ConfigError(
+                    f"temporal_ensemble: expected a number m >= 0 (or None), got {temporal_ensemble}"
+                )
             if query_period not in (None, 1):
-                raise ConfigError(f"query_period: temporal ensembling queries every step; got query_period={query_period}")
+                raise ConfigError(
+                    f"query_period: temporal ensembling queries every step; got query_period={query_period}"
+                )
             query_period = 1
         query_period = self.chunk_size if query_period is None else query_period
         if not 1 <= query_period <= self.chunk_size:
-            raise ConfigError(f"query_period: expected 1 .. {self.chunk_size} (the chunk size), got {query_period}")
+            raise ConfigError(
+                f"query_period: expected 1 .. {self.chunk_size} (the chunk size), got {query_period}"
+            )
         self.query_period = query_period
         self.temporal_ensemble = temporal_ensemble
         self.reset()
@@ -108,25 +118,31 @@ class ActionChunkPolicy:
         device: str | torch.device = "cpu",
         query_period: int | None = None,
         temporal_ensemble: float | None = None,
-    ) -> "ActionChunkPolicy":
+    ) -> ActionChunkPolicy:
         """Load a model folder written by training: the run config saved with it gives the
         observation keys, the image size and the instruction key."""
         data = run_data_config(directory)
         model = ConditionalVAE.from_pretrained(directory, device)
-        return cls(model, data.features, data.image_size, data.instruction_key, query_period, temporal_ensemble)
+        return cls(
+            model, data.features, data.image_size, data.instruction_key, query_period, temporal_ensemble
+        )
 
     def reset(self) -> None:
         """Forget stored chunks; call at the start of every episode."""
         self.step = 0
         # (step the chunk was predicted at, (B, k, d) actions); without ensembling only the newest counts.
-        self.chunks: deque[tuple[int, torch.Tensor]] = deque(maxlen=None if self.temporal_ensemble is not None else 1)
+        self.chunks: deque[tuple[int, torch.Tensor]] = deque(
+            maxlen=None if self.temporal_ensemble is not None else 1
+        )
         self.layout: tuple[int, bool] | None = None  # (batch size, single environment) of this episode
 
     @property
     def observation_keys(self) -> list[str]:
         return list(self.inputs.values())
 
-    def select_action(self, observation: Mapping[str, Any], instruction: str | list[str] | None = None) -> np.ndarray:
+    def select_action(
+        self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
+    ) -> np.ndarray:
         """The action for the current step: (d,) for one environment, (B, d) for a batch.
 
         The observation is read only at steps where the policy re-plans.
@@ -136,7 +152,9 @@ class ActionChunkPolicy:
         # A chunk predicted at step s covers steps s .. s+k-1.
         while self.chunks[0][0] <= self.step - self.chunk_size:
             self.chunks.popleft()
-        predictions = torch.stack([chunk[:, self.step - start] for start, chunk in self.chunks])  # (n, B, d), oldest first
+        predictions = torch.stack(
+            [chunk[:, self.step - start] for start, chunk in self.chunks]
+        )  # (n, B, d), oldest first
         if self.temporal_ensemble is None:
             action = predictions[-1]
         else:
@@ -153,44 +171,64 @@ class ActionChunkPolicy:
         if self.layout is None:
             self.layout = layout
         elif layout != self.layout:
-            raise InputError(f"observation: {_environments(layout)} after {_environments(self.layout)} in this episode; call reset() between episodes")
+            raise InputError(
+                f"observation: {_environments(layout)} after {_environments(self.layout)} in this episode; call reset() between episodes"
+            )
         chunk = self.model.sample(batch or None, latent="mean")[self.action_key]
         return chunk.float().cpu()
 
-    def model_inputs(self, observation: Mapping[str, Any], instruction: str | list[str] | None = None) -> tuple[dict[str, Any], tuple[int, bool]]:
+    def model_inputs(
+        self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
+    ) -> tuple[dict[str, Any], tuple[int, bool]]:
         """(model batch, (batch size, whether the observation is of one environment)). States
         become float32 (B, d) tensors, images float (B, 3, H, W) in [0, 1] at `image_size`; the
         model normalises them itself."""
         if not isinstance(observation, Mapping):
-            raise InputError(f"observation: expected a dict of observation key -> array, got {type(observation).__name__}")
+            raise InputError(
+                f"observation: expected a dict of observation key -> array, got {type(observation).__name__}"
+            )
         batch: dict[str, Any] = {}
         layouts: dict[str, tuple[int, bool]] = {}  # input -> (batch size, single environment)
         for name, key in self.inputs.items():
             if key not in observation:
-                raise InputError(f"observation: missing {key!r} (model input {name!r}); the observation has {sorted(observation)}")
+                raise InputError(
+                    f"observation: missing {key!r} (model input {name!r}); the observation has {sorted(observation)}"
+                )
             value = np.asarray(observation[key])
             if name in self.images:
                 if value.dtype != np.uint8 or value.ndim not in (3, 4) or value.shape[-1] != 3:
-                    raise InputError(f"observation[{key!r}]: expected a uint8 image (H, W, 3) or (B, H, W, 3), got {value.dtype} {value.shape}")
+                    raise InputError(
+                        f"observation[{key!r}]: expected a uint8 image (H, W, 3) or (B, H, W, 3), got {value.dtype} {value.shape}"
+                    )
                 frames = value[None] if value.ndim == 3 else value
                 tensor = torch.stack([image_tensor(frame, self.image_size) for frame in frames])
                 single = value.ndim == 3
             else:
                 if value.ndim not in (1, 2) or not np.issubdtype(value.dtype, np.number):
-                    raise InputError(f"observation[{key!r}]: expected a numeric array (d,) or (B, d), got {value.dtype} {value.shape}")
-                tensor = torch.tensor(value, dtype=torch.float32).reshape(-1, value.shape[-1])  # a copy: inputs may be read-only
+                    raise InputError(
+                        f"observation[{key!r}]: expected a numeric array (d,) or (B, d), got {value.dtype} {value.shape}"
+                    )
+                tensor = torch.tensor(value, dtype=torch.float32).reshape(
+                    -1, value.shape[-1]
+                )  # a copy: inputs may be read-only
                 single = value.ndim == 1
             batch[name] = tensor.to(self.model.device)
             layouts[name] = (len(tensor), single)
         if len(set(layouts.values())) > 1:
-            raise InputError(f"observation: inputs disagree on the number of environments (size, single): {layouts}")
+            raise InputError(
+                f"observation: inputs disagree on the number of environments (size, single): {layouts}"
+            )
         size, single = next(iter(layouts.values()), (1, True))
         if self.instruction_key is None:
             if instruction is not None:
-                raise InputError(f"instruction: this model takes no instruction (its inputs: {sorted(self.model.condition_encoders)})")
+                raise InputError(
+                    f"instruction: this model takes no instruction (its inputs: {sorted(self.model.condition_encoders)})"
+                )
         else:
             if instruction is None:
-                raise InputError(f"instruction: the model is conditioned on {self.instruction_key!r}; pass the task text")
+                raise InputError(
+                    f"instruction: the model is conditioned on {self.instruction_key!r}; pass the task text"
+                )
             texts = [instruction] * size if isinstance(instruction, str) else list(instruction)
             if len(texts) != size:
                 raise InputError(f"instruction: {len(texts)} texts for {size} environment(s)")
@@ -219,13 +257,15 @@ def run_data_config(directory: str | Path) -> RobotDataConfig:
 
 
 def dataset_type(path: str | Path) -> str:
-    """"lerobot" or "act_hdf5", from the folder's layout."""
+    """ "lerobot" or "act_hdf5", from the folder's layout."""
     folder = Path(path)
     if (folder / "meta" / "info.json").is_file():
         return "lerobot"
     if folder.is_dir() and any(folder.glob("episode_*.hdf5")):
         return "act_hdf5"
-    raise InputError(f"{folder}: neither a LeRobot dataset (meta/info.json) nor an ACT folder (episode_<i>.hdf5)")
+    raise InputError(
+        f"{folder}: neither a LeRobot dataset (meta/info.json) nor an ACT folder (episode_<i>.hdf5)"
+    )
 
 
 def replay_episodes(
@@ -265,7 +305,9 @@ def replay_episodes(
         errors = []
         for t in range(len(episode)):
             observation = {key: episode.data[key][t] for key in policy.observation_keys}
-            action = policy.select_action(observation, episode.instruction_at(t) if policy.instruction_key else None)
+            action = policy.select_action(
+                observation, episode.instruction_at(t) if policy.instruction_key else None
+            )
             errors.append(float(np.abs(action - episode.data[action_key][t]).mean()))
         rows.append({"episode": index, "frames": len(errors), "l1": float(np.mean(errors))})
     frames = sum(r["frames"] for r in rows)

@@ -16,8 +16,8 @@ from ..model import ConditionalVAE
 class TextToImagePipeline:
     """Wraps a ConditionalVAE whose only condition is text and which has an image target.
 
-        pipe = TextToImagePipeline.from_pretrained("runs/mnist_text_to_image/model")
-        images = pipe(["a handwritten seven"], num_images_per_prompt=4, seed=0)
+    pipe = TextToImagePipeline.from_pretrained("runs/mnist_text_to_image/model")
+    images = pipe(["a handwritten seven"], num_images_per_prompt=4, seed=0)
     """
 
     def __init__(self, model: ConditionalVAE):
@@ -31,7 +31,9 @@ class TextToImagePipeline:
         self.caption_key, self.image_key = texts[0], images[0]
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextToImagePipeline":
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu"
+    ) -> TextToImagePipeline:
         return cls(ConditionalVAE.from_pretrained(directory, device))
 
     @torch.no_grad()
@@ -47,15 +49,32 @@ class TextToImagePipeline:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
         samples = self.model.sample(
-            {self.caption_key: prompts}, num_samples=num_images_per_prompt, temperature=temperature, latent=latent, generator=generator
+            {self.caption_key: prompts},
+            num_samples=num_images_per_prompt,
+            temperature=temperature,
+            latent=latent,
+            generator=generator,
         )
         return samples[self.image_key].clamp(0, 1)
 
-    def __call__(self, prompts: str | list[str], num_images_per_prompt: int = 1, temperature: float = 1.0, seed: int | None = None) -> list[Image.Image]:
+    def __call__(
+        self,
+        prompts: str | list[str],
+        num_images_per_prompt: int = 1,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> list[Image.Image]:
         images = self.generate(prompts, num_images_per_prompt, temperature, seed)
         return [image_grid(image[None], columns=1, padding=0) for image in images]
 
-    def save_grid(self, prompts: list[str], path: str | Path, num_images_per_prompt: int = 8, temperature: float = 1.0, seed: int | None = 0) -> Path:
+    def save_grid(
+        self,
+        prompts: list[str],
+        path: str | Path,
+        num_images_per_prompt: int = 8,
+        temperature: float = 1.0,
+        seed: int | None = 0,
+    ) -> Path:
         """One row per prompt, `num_images_per_prompt` columns."""
         images = self.generate(prompts, num_images_per_prompt, temperature, seed)
         return save_image_grid(images, path, columns=num_images_per_prompt)

@@ -1,5 +1,5 @@
 """Training on Accelerate: the loop, its schedule, resumable checkpoints."""
 
-from .trainer import TrainResult, Trainer, build_optimizer, train
+from .trainer import Trainer, TrainResult, build_optimizer, train
 
 __all__ = ["TrainResult", "Trainer", "build_optimizer", "train"]

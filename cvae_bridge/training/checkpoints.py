@@ -38,7 +38,11 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     root = checkpoints_root(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / STATE_NAME).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and (p / STATE_NAME).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -64,7 +68,9 @@ def install_model_hooks(accelerator: Accelerator, model: torch.nn.Module) -> Non
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, state: dict[str, Any], ema: Any | None, keep: int) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | Path, state: dict[str, Any], ema: Any | None, keep: int
+) -> Path:
     """Save a resumable checkpoint for `state["step"]` and delete all but the newest `keep`."""
     root = checkpoints_root(output_dir)
     final = root / f"step_{state['step']:08d}"
@@ -100,13 +106,26 @@ def load_checkpoint(accelerator: Accelerator, path: str | Path, ema: Any | None)
     try:
         state = json.loads(state_file.read_text())
         accelerator.load_state(str(path))
-    except (OSError, ValueError, RuntimeError, EOFError, torch.serialization.pickle.UnpicklingError, SafetensorError) as error:
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        EOFError,
+        torch.serialization.pickle.UnpicklingError,
+        SafetensorError,
+    ) as error:
         # Truncated or missing files: say which checkpoint, so the user can fall back to an older one.
-        raise CheckpointError(f"{path} is unreadable ({type(error).__name__}: {error}); delete it to resume from the previous checkpoint") from error
+        raise CheckpointError(
+            f"{path} is unreadable ({type(error).__name__}: {error}); delete it to resume from the previous checkpoint"
+        ) from error
     # Accelerate logs, rather than raises, when random states fail to load; exact resume needs them.
-    expected = state["rng"][accelerator.process_index] if accelerator.process_index < len(state["rng"]) else None
+    expected = (
+        state["rng"][accelerator.process_index] if accelerator.process_index < len(state["rng"]) else None
+    )
     if rng_fingerprint() != expected:
-        raise CheckpointError(f"{path}: the random state of process {accelerator.process_index} was not restored (was the run started with a different number of processes?)")
+        raise CheckpointError(
+            f"{path}: the random state of process {accelerator.process_index} was not restored (was the run started with a different number of processes?)"
+        )
     if ema is not None:
         ema_file = path / EMA_NAME
         if not ema_file.is_file():

@@ -32,6 +32,8 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != set(self.shadow):
-            raise KeyError(f"EMA state does not match the model: missing {sorted(set(self.shadow) - set(state))[:5]}, unexpected {sorted(set(state) - set(self.shadow))[:5]}")
+            raise KeyError(
+                f"EMA state does not match the model: missing {sorted(set(self.shadow) - set(state))[:5]}, unexpected {sorted(set(state) - set(self.shadow))[:5]}"
+            )
         for name, tensor in state.items():
             self.shadow[name].copy_(tensor)

@@ -18,9 +18,10 @@ import math
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -83,7 +84,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     fused = all(p.device.type in ("cpu", "cuda") for group in groups.values() for p in group)
     return torch.optim.AdamW(
         [{"params": params, "lr": cfg.lr * factor} for factor, params in groups.items() if params],
-        lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=fused,
+        lr=cfg.lr,
+        betas=tuple(cfg.adam_betas),
+        weight_decay=cfg.weight_decay,
+        fused=fused,
     )
 
 
@@ -117,7 +121,9 @@ class Trainer:
                 step_scheduler_with_optimizer=False,  # we step the schedule once per optimiser step
             )
         except ValueError as error:
-            raise ConfigError(f"train.mixed_precision={cfg.mixed_precision!r} on this machine: {error}") from error
+            raise ConfigError(
+                f"train.mixed_precision={cfg.mixed_precision!r} on this machine: {error}"
+            ) from error
         # Each process draws its own latent noise and dropout; DDP copies rank 0's initial weights.
         set_seed(cfg.seed, device_specific=True)
 
@@ -131,7 +137,9 @@ class Trainer:
         check_first_batch(model, self.train_set, cfg.batch_size, f"dataset {config.data.type!r}, train split")
         if model.normalizers:
             stats = self.source.statistics(list(model.normalizers))
-            model.set_normalization({n: (torch.as_tensor(m), torch.as_tensor(s)) for n, (m, s) in stats.items()})
+            model.set_normalization(
+                {n: (torch.as_tensor(m), torch.as_tensor(s)) for n, (m, s) in stats.items()}
+            )
         optimizer = build_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule, cfg.min_lr_ratio)
@@ -141,7 +149,11 @@ class Trainer:
         install_model_hooks(self.accelerator, self.model)
 
         self.sampler = EpochBatchSampler(
-            len(self.train_set), cfg.batch_size, cfg.seed, self.accelerator.process_index, self.accelerator.num_processes
+            len(self.train_set),
+            cfg.batch_size,
+            cfg.seed,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
         )
         self.loader = DataLoader(
             self.train_set,
@@ -163,7 +175,12 @@ class Trainer:
         cfg = self.config.train
         step = self._start(resume)
         batches = self._batches(step * cfg.grad_accum)
-        bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress_bar and self.accelerator.is_main_process), dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=step,
+            disable=not (cfg.progress_bar and self.accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
         sums: dict[str, float] = defaultdict(float)
         metrics: dict[str, float] = {}
         tick, seen, waited = time.perf_counter(), 0, 0.0
@@ -184,19 +201,35 @@ class Trainer:
                     count = step % cfg.log_every or cfg.log_every
                     metrics = {k: float(v) / count for k, v in sums.items()}
                     # data_wait: the share of the interval's wall time spent blocked on the data loader
-                    metrics.update(lr=self.scheduler.get_last_lr()[0], examples_per_s=seen / elapsed, data_wait=waited / elapsed)
+                    metrics.update(
+                        lr=self.scheduler.get_last_lr()[0],
+                        examples_per_s=seen / elapsed,
+                        data_wait=waited / elapsed,
+                    )
                     self._log("train", step, metrics)
-                    bar.set_postfix(loss=f"{metrics['loss']:.2f}", kl=f"{metrics.get('kl', 0):.2f}", ex_s=f"{metrics['examples_per_s']:.0f}")
+                    bar.set_postfix(
+                        loss=f"{metrics['loss']:.2f}",
+                        kl=f"{metrics.get('kl', 0):.2f}",
+                        ex_s=f"{metrics['examples_per_s']:.0f}",
+                    )
                     sums.clear()
                     tick, seen, waited = time.perf_counter(), 0, 0.0
                 if cfg.eval_every and step % cfg.eval_every == 0:
                     self._evaluate(step)
                 stopping = self._agreed(self._stop_signal is not None)
-                if stopping or step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                    save_checkpoint(self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints)
+                if (
+                    stopping
+                    or step == cfg.steps
+                    or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                ):
+                    save_checkpoint(
+                        self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints
+                    )
                 if stopping:
                     bar.close()
-                    self.accelerator.print(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
+                    self.accelerator.print(
+                        f"stopped by signal {self._stop_signal} at step {step}; resume with --resume"
+                    )
                     self.accelerator.end_training()
                     return TrainResult(self.output_dir, None, step, "interrupted", metrics, self._stop_signal)
         bar.close()
@@ -212,7 +245,9 @@ class Trainer:
             step = load_checkpoint(self.accelerator, checkpoints[-1], self.ema)["step"]
             self.accelerator.print(f"resuming from {checkpoints[-1]} (step {step})")
         elif resume:
-            self.accelerator.print(f"--resume: no checkpoint in {self.output_dir / 'checkpoints'}, starting at step 0")
+            self.accelerator.print(
+                f"--resume: no checkpoint in {self.output_dir / 'checkpoints'}, starting at step 0"
+            )
         elif checkpoints:
             raise CheckpointError(
                 f"{self.output_dir} already holds checkpoints (newest {checkpoints[-1].name}): pass --resume to "
@@ -221,7 +256,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_yaml(self.config, self.output_dir / "config.yaml")
-        hyperparameters = {k: str(v) if isinstance(v, (list, dict)) else v for k, v in _flatten(to_dict(self.config)).items()}
+        hyperparameters = {
+            k: str(v) if isinstance(v, (list, dict)) else v for k, v in _flatten(to_dict(self.config)).items()
+        }
         self.accelerator.init_trackers("logs", config=hyperparameters)
         return step
 
@@ -300,7 +337,10 @@ class Trainer:
                 model = self.unwrapped.eval()
                 loader = DataLoader(self.eval_set, batch_size=self.config.train.batch_size)
                 sums: dict[str, float] = defaultdict(float)
-                batches = [to_device(batch, self.accelerator.device) for batch, _ in zip(loader, range(self.config.train.eval_batches))]
+                batches = [
+                    to_device(batch, self.accelerator.device)
+                    for batch, _ in zip(loader, range(self.config.train.eval_batches))
+                ]
                 for batch in batches:
                     for key, value in model(batch).items():
                         sums[key] += value.item()

@@ -9,13 +9,30 @@ import numpy as np
 import pytest
 
 from cvae_bridge.envs import (
-    ENV_STATE, IMAGE, IMAGE_SIZE, STATE, Episode, RenderError, instructions, list_tasks, make_env, scripted_episodes,
+    ENV_STATE,
+    IMAGE,
+    IMAGE_SIZE,
+    STATE,
+    Episode,
+    RenderError,
+    instructions,
+    list_tasks,
+    make_env,
+    scripted_episodes,
 )
 from cvae_bridge.errors import ConfigError, InputError
 
 MT10 = [
-    "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
-    "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3",
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
 ]
 
 
@@ -212,7 +229,9 @@ def test_weld_fix_makes_the_gripper_follow_the_mocap_orientation():
     from cvae_bridge.envs.aloha_scripted import _restore_weld_stiffness
 
     def orientation_error_deg(fixed: bool) -> float:
-        model = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / "bimanual_viperx_end_effector_transfer_cube.xml"))
+        model = mujoco.MjModel.from_xml_path(
+            str(ASSETS_DIR / "bimanual_viperx_end_effector_transfer_cube.xml")
+        )
         if fixed:
             _restore_weld_stiffness(model)
         data = mujoco.MjData(model)

@@ -23,7 +23,6 @@ from cvae_bridge.evaluation import (
 from cvae_bridge.evaluation import classifier as classifier_module
 from cvae_bridge.imagenet import load_efficientnet_lite0
 
-
 # --- Frechet distance -------------------------------------------------------------------------
 
 
@@ -186,15 +185,22 @@ def test_classifier_cache_round_trips_and_is_keyed_by_data(digits, tmp_path, mon
     calls = counting(monkeypatch)
     options = dict(epochs=2, batch_size=64, seed=0)
 
-    model, accuracy = load_or_train_classifier("digits", train_x, train_y, test_x, test_y, 10, tmp_path, **options)
+    model, accuracy = load_or_train_classifier(
+        "digits", train_x, train_y, test_x, test_y, 10, tmp_path, **options
+    )
     assert len(calls) == 1
     (folder,) = tmp_path.iterdir()
-    assert folder.name.startswith("digits-") and {p.name for p in folder.iterdir()} == {"model.safetensors", "classifier.json"}
+    assert folder.name.startswith("digits-") and {p.name for p in folder.iterdir()} == {
+        "model.safetensors",
+        "classifier.json",
+    }
     meta = json.loads((folder / "classifier.json").read_text())
     assert meta["test_accuracy"] == accuracy and meta["architecture"]["image_size"] == [8, 8]
     assert meta["training"]["epochs"] == 2 and meta["training"]["lr"] == 3e-3  # defaults are recorded too
 
-    loaded, loaded_accuracy = load_or_train_classifier("digits", train_x, train_y, test_x, test_y, 10, tmp_path, **options)
+    loaded, loaded_accuracy = load_or_train_classifier(
+        "digits", train_x, train_y, test_x, test_y, 10, tmp_path, **options
+    )
     assert len(calls) == 1, "the second call must load, not train"
     assert loaded_accuracy == accuracy
     assert torch.equal(loaded.predict(test_x), model.predict(test_x))
@@ -205,7 +211,9 @@ def test_classifier_cache_round_trips_and_is_keyed_by_data(digits, tmp_path, mon
     other_y[0] = (other_y[0] + 1) % 10
     load_or_train_classifier("digits", train_x, other_y, test_x, test_y, 10, tmp_path, **options)
     assert len(calls) == 2
-    load_or_train_classifier("digits", train_x, train_y, test_x, test_y, 10, tmp_path, **{**options, "seed": 1})
+    load_or_train_classifier(
+        "digits", train_x, train_y, test_x, test_y, 10, tmp_path, **{**options, "seed": 1}
+    )
     assert len(calls) == 3 and len(list(tmp_path.iterdir())) == 3
 
     # A broken cache entry is reported with its file, not silently used.
@@ -228,7 +236,9 @@ def test_classifier_rejects_bad_inputs(digits):
     with pytest.raises(InputError, match=r"\[0, 5\)"):
         train_classifier(train_x, train_y, 5, epochs=1, batch_size=16, seed=0)
     with pytest.raises(InputError, match="at least 8x8"):
-        train_classifier(torch.rand(4, 1, 6, 6), torch.zeros(4, dtype=torch.long), 2, epochs=1, batch_size=2, seed=0)
+        train_classifier(
+            torch.rand(4, 1, 6, 6), torch.zeros(4, dtype=torch.long), 2, epochs=1, batch_size=2, seed=0
+        )
 
 
 # --- diversity --------------------------------------------------------------------------------

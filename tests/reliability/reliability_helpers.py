@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -24,19 +25,40 @@ from cvae_bridge.registry import register_dataset
 
 # The label-conditioned conv VAE of tests/test_training.py, on the 8x8 digits (22 batches of 64).
 MODEL = {
-    "d_model": 32, "latent_dim": 4,
+    "d_model": 32,
+    "latent_dim": 4,
     "conditions": {"label": {"type": "vector", "num_classes": 10}},
-    "targets": {"image": {
-        "encoder": {"type": "image", "channels": 1, "widths": [8], "blocks": 0, "tokens": "flat", "size": [8, 8]},
-        "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
-        "likelihood": {"type": "bernoulli"}}},
+    "targets": {
+        "image": {
+            "encoder": {
+                "type": "image",
+                "channels": 1,
+                "widths": [8],
+                "blocks": 0,
+                "tokens": "flat",
+                "size": [8, 8],
+            },
+            "decoder": {"type": "image", "channels": 1, "size": [8, 8], "widths": [8], "blocks": 0},
+            "likelihood": {"type": "bernoulli"},
+        }
+    },
 }
 DIGITS = {"type": "digits", "binarize": "dynamic"}
 
 
 def run_config(out: Path, data: dict | None = None, model: dict = MODEL, **train: Any) -> RunConfig:
-    settings = {"output_dir": str(out), "steps": 30, "batch_size": 64, "log_every": 5, "eval_every": 0,
-                "checkpoint_every": 5, "progress_bar": False, "trackers": [], "warmup_steps": 5, **train}
+    settings = {
+        "output_dir": str(out),
+        "steps": 30,
+        "batch_size": 64,
+        "log_every": 5,
+        "eval_every": 0,
+        "checkpoint_every": 5,
+        "progress_bar": False,
+        "trackers": [],
+        "warmup_steps": 5,
+        **train,
+    }
     return from_dict(RunConfig, {"model": model, "data": data or DIGITS, "train": settings})
 
 
@@ -127,15 +149,21 @@ def write_config(config: RunConfig, path: Path) -> Path:
 
 def start_training(config_file: Path, log: Path, *args: str) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen([*CLI, "train", str(config_file), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env())
+        return subprocess.Popen(
+            [*CLI, "train", str(config_file), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env()
+        )
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen, log: Path, timeout: float = 120
+) -> None:
     """Poll until `condition()` holds; fail if the process ends first or time runs out."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            raise AssertionError(f"training ended (exit {process.returncode}) before the awaited moment:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"training ended (exit {process.returncode}) before the awaited moment:\n{log.read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"timed out after {timeout} s:\n{log.read_text()[-3000:]}")

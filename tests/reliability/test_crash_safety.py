@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build
+from reliability_helpers import assert_same_weights, cli_env, final_weights, run_config
 from safetensors.torch import load_file
 
-from conftest import build
 from cvae_bridge import ConditionalVAE, hub
 from cvae_bridge.files import atomic_directory
 from cvae_bridge.training import checkpoints, train
 from cvae_bridge.training.checkpoints import list_checkpoints
-from reliability_helpers import assert_same_weights, cli_env, final_weights, run_config
 
 TESTS = Path(__file__).parents[1]
 
@@ -30,7 +30,13 @@ TESTS = Path(__file__).parents[1]
 def run_python(script: str, *args: str) -> subprocess.CompletedProcess:
     """Run `script` in a fresh interpreter that can import the test helpers."""
     prelude = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(TESTS / 'reliability')!r}]\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
 
 
 def state_of(folder: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +83,8 @@ def test_save_pretrained_killed_mid_write_keeps_the_previous_model(tmp_path):
     folder = tmp_path / "model"
     build("conv_cvae", seed=0).save_pretrained(folder)
     before = state_of(folder)
-    done = run_python("""
+    done = run_python(
+        """
         import os, signal
         from pathlib import Path
         from conftest import build
@@ -87,7 +94,9 @@ def test_save_pretrained_killed_mid_write_keeps_the_previous_model(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
         hub.save_file = dying
         build("conv_cvae", seed=1).save_pretrained(sys.argv[1])
-        """, str(folder))
+        """,
+        str(folder),
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     assert_same_weights(state_of(folder), before)
     ConditionalVAE.from_pretrained(folder)
@@ -99,7 +108,8 @@ def test_save_pretrained_killed_mid_write_keeps_the_previous_model(tmp_path):
 def test_save_pretrained_killed_between_the_renames_keeps_a_loadable_model(tmp_path):
     folder = tmp_path / "model"
     build("conv_cvae", seed=0).save_pretrained(folder)
-    done = run_python("""
+    done = run_python(
+        """
         import os, signal
         from conftest import build
         real, calls = os.replace, []
@@ -110,7 +120,9 @@ def test_save_pretrained_killed_between_the_renames_keeps_a_loadable_model(tmp_p
             real(source, destination)
         os.replace = replace
         build("conv_cvae", seed=1).save_pretrained(sys.argv[1])
-        """, str(folder))
+        """,
+        str(folder),
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     ConditionalVAE.from_pretrained(folder)
 
@@ -126,7 +138,9 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     return final_weights(out)
 
 
-def test_failed_checkpoint_write_keeps_the_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, reference):
+def test_failed_checkpoint_write_keeps_the_last_checkpoint_and_resumes_exactly(
+    tmp_path, monkeypatch, reference
+):
     real, calls = checkpoints.save_file, []
 
     def fail_at_second_checkpoint(tensors, filename, metadata=None):
@@ -148,7 +162,8 @@ def test_failed_checkpoint_write_keeps_the_last_checkpoint_and_resumes_exactly(t
 def test_checkpoint_killed_mid_write_keeps_the_last_checkpoint_and_resumes_exactly(tmp_path, reference):
     """SIGKILL while step 10's checkpoint is half written: step 5 stays the newest complete
     checkpoint, the half-written folder is ignored, and resuming reaches the reference weights."""
-    done = run_python("""
+    done = run_python(
+        """
         import os, signal
         from pathlib import Path
         from cvae_bridge.training import checkpoints, train
@@ -162,13 +177,17 @@ def test_checkpoint_killed_mid_write_keeps_the_last_checkpoint_and_resumes_exact
             real(tensors, filename, metadata=metadata)
         checkpoints.save_file = dying
         train(run_config(Path(sys.argv[1])))
-        """, str(tmp_path))
+        """,
+        str(tmp_path),
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005"]
     assert (tmp_path / "checkpoints" / ".tmp-step_00000010").is_dir()
     assert train(run_config(tmp_path), resume=True).status == "completed"
     assert_same_weights(final_weights(tmp_path), reference)
-    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()  # cleared by the next save of step 10
+    assert not (
+        tmp_path / "checkpoints" / ".tmp-step_00000010"
+    ).exists()  # cleared by the next save of step 10
 
 
 def test_export_over_an_existing_model_folder_failing_keeps_it(tmp_path, monkeypatch):

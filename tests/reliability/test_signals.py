@@ -15,10 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import (
+    assert_same_weights,
+    final_weights,
+    finish,
+    run_config,
+    start_training,
+    wait_for,
+    write_config,
+)
 
 from cvae_bridge.training import train
 from cvae_bridge.training.checkpoints import list_checkpoints
-from reliability_helpers import assert_same_weights, final_weights, finish, run_config, start_training, wait_for, write_config
 
 STEPS = 120  # long enough (seconds) that a signal sent after the first checkpoint lands mid-run
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build
+from reliability_helpers import run_config, text_encoder, text_model_copy
 
 import cvae_bridge
-from conftest import build
 from cvae_bridge import ConditionalVAE
 from cvae_bridge.errors import CheckpointError, ConfigError
 from cvae_bridge.training import train
 from cvae_bridge.training.checkpoints import list_checkpoints
-from reliability_helpers import run_config, text_encoder, text_model_copy
 
 PACKAGE = Path(cvae_bridge.__file__).parent
 UNPICKLERS = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
@@ -37,15 +37,23 @@ def unsafe_calls(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
-            found += [f"{line}: import {a.name}" for a in node.names if a.name.split(".")[0] in UNPICKLERS - {"pickle"}]
+            found += [
+                f"{line}: import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] in UNPICKLERS - {"pickle"}
+            ]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in UNPICKLERS:
             found.append(f"{line}: from {node.module} import ...")
         elif isinstance(node, ast.Call):
             keywords = {k.arg: k.value for k in node.keywords}
             func = node.func
-            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
+            owner = (
+                func.value.id
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                else None
+            )
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            constant = lambda key: getattr(keywords.get(key), "value", None)  # noqa: E731
+            constant = lambda key, keywords=keywords: getattr(keywords.get(key), "value", None)  # noqa: E731
             # Serialising is harmless (metaworld's Task API takes a pickled dict); loading is not.
             if owner in UNPICKLERS and name != "dumps":
                 found.append(f"{line}: {owner}.{name}")
@@ -60,20 +68,37 @@ def unsafe_calls(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("snippet", [
-    "torch.load(path)", "torch.load(path, weights_only=False)", "import pickle\npickle.load(f)", "pickle.loads(b)",
-    "from pickle import loads", "import dill", "np.load(p, allow_pickle=True)", "yaml.load(text, Loader=yaml.Loader)",
-    "AutoModel.from_pretrained(p, trust_remote_code=True)", "AutoModel.from_pretrained(p, trust_remote_code=flag)",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "torch.load(path)",
+        "torch.load(path, weights_only=False)",
+        "import pickle\npickle.load(f)",
+        "pickle.loads(b)",
+        "from pickle import loads",
+        "import dill",
+        "np.load(p, allow_pickle=True)",
+        "yaml.load(text, Loader=yaml.Loader)",
+        "AutoModel.from_pretrained(p, trust_remote_code=True)",
+        "AutoModel.from_pretrained(p, trust_remote_code=flag)",
+    ],
+)
 def test_the_scan_finds_unsafe_calls(snippet):
     assert unsafe_calls(snippet), snippet
 
 
 def test_package_source_never_unpickles_or_runs_remote_code():
-    assert unsafe_calls("torch.load(p, map_location='cpu', weights_only=True)\npickle.dumps(x)\nyaml.safe_load(t)") == []
+    assert (
+        unsafe_calls(
+            "torch.load(p, map_location='cpu', weights_only=True)\npickle.dumps(x)\nyaml.safe_load(t)"
+        )
+        == []
+    )
     files = sorted(PACKAGE.rglob("*.py"))
     assert len(files) > 20
-    problems = [f"{path.relative_to(PACKAGE)}:{hit}" for path in files for hit in unsafe_calls(path.read_text())]
+    problems = [
+        f"{path.relative_to(PACKAGE)}:{hit}" for path in files for hit in unsafe_calls(path.read_text())
+    ]
     assert problems == []
 
 
@@ -101,9 +126,15 @@ def copy_run(run: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-@pytest.mark.parametrize("name, how", [
-    ("optimizer.bin", "torch.save"), ("optimizer.bin", "pickle"), ("scheduler.bin", "torch.save"), ("random_states_0.pkl", "torch.save"),
-])
+@pytest.mark.parametrize(
+    "name, how",
+    [
+        ("optimizer.bin", "torch.save"),
+        ("optimizer.bin", "pickle"),
+        ("scheduler.bin", "torch.save"),
+        ("random_states_0.pkl", "torch.save"),
+    ],
+)
 def test_resume_does_not_unpickle_a_planted_payload(checkpointed_run, tmp_path, name, how):
     out, checkpoint = copy_run(checkpointed_run, tmp_path)
     marker = tmp_path / "executed"
@@ -111,7 +142,10 @@ def test_resume_does_not_unpickle_a_planted_payload(checkpointed_run, tmp_path, 
         (checkpoint / name).write_bytes(pickle.dumps(Payload(marker)))
     else:
         torch.save({"state": Payload(marker)}, checkpoint / name)
-    with pytest.raises((pickle.UnpicklingError, CheckpointError), match="Weights only load failed|random state of process 0 was not restored"):
+    with pytest.raises(
+        (pickle.UnpicklingError, CheckpointError),
+        match="Weights only load failed|random state of process 0 was not restored",
+    ):
         train(run_config(out, steps=10), resume=True)
     assert not marker.exists(), f"{name} was unpickled"
 

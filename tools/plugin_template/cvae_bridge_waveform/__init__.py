@@ -36,14 +36,17 @@ class WaveformEncoder(Encoder):
     def __init__(self, config: WaveformEncoderConfig, d_model: int):
         super().__init__(config, d_model)
         self.net = nn.Sequential(
-            nn.Conv1d(config.channels, config.width, 5, stride=2, padding=2), nn.SiLU(),
+            nn.Conv1d(config.channels, config.width, 5, stride=2, padding=2),
+            nn.SiLU(),
             nn.Conv1d(config.width, d_model, 5, stride=2, padding=2),
         )
 
     def check(self, value, name: str) -> None:
         expected = (self.config.channels, self.config.length)
         if not isinstance(value, torch.Tensor) or value.ndim != 3 or tuple(value.shape[1:]) != expected:
-            raise InputError(f"batch[{name!r}]: expected a tensor (batch, {expected[0]}, {expected[1]}), got {getattr(value, 'shape', type(value))}")
+            raise InputError(
+                f"batch[{name!r}]: expected a tensor (batch, {expected[0]}, {expected[1]}), got {getattr(value, 'shape', type(value))}"
+            )
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor | None = None) -> Tokens:
         x = rearrange(self.net(value), "b d n -> b n d")
@@ -68,7 +71,9 @@ class WaveformDecoder(Decoder):
         self.event_shape = (config.channels, config.length)
         self.sites, self.channels, self.out_features = config.length, config.channels, 8
         in_dim = latent_dim + (d_model if conditioned else 0)
-        self.net = nn.Sequential(nn.Linear(in_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.length * 8))
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.length * 8)
+        )
 
     def forward(self, z: torch.Tensor, conditions: Tokens) -> torch.Tensor:
         if self.conditioned:
@@ -102,7 +107,10 @@ class SineWaves(PairedDataset):
         params = np.random.default_rng([self.seed, index]).uniform([1.0, 0.0], [4.0, 2 * math.pi])
         t = np.linspace(0, 2 * math.pi, self.length)
         wave = np.sin(params[0] * t + params[1]) + 0.05 * rng.standard_normal(self.length)
-        return {"wave": torch.tensor(wave, dtype=torch.float32).unsqueeze(0), "frequency": torch.tensor([params[0]], dtype=torch.float32)}
+        return {
+            "wave": torch.tensor(wave, dtype=torch.float32).unsqueeze(0),
+            "frequency": torch.tensor([params[0]], dtype=torch.float32),
+        }
 
 
 @register_dataset("sine_waves")
