@@ -17,7 +17,7 @@ from .config import PosteriorConfig, PriorConfig, component
 from .errors import ConfigError
 from .modalities.base import Tokens
 from .nn import masked_mean, mlp, transformer_encoder
-from .registry import POSTERIORS, register_posterior, register_prior
+from .registry import POSTERIORS, PRIORS, register_posterior, register_prior
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -56,6 +56,9 @@ class GaussianNetwork(nn.Module):
 
     def forward(self, parts: list[Tokens]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+POSTERIORS.define_contract(GaussianNetwork, PosteriorConfig, ("forward",))
 
 
 @dataclass
@@ -139,6 +142,9 @@ class Prior(nn.Module):
         """KL(q || p) per example and dimension, (B, L)."""
         mu_p, logvar_p = self(parts, mu_q.shape[0])
         return gaussian_kl(mu_q, logvar_q, mu_p.to(mu_q), logvar_p.to(mu_q))
+
+
+PRIORS.define_contract(Prior, PriorConfig, ("forward",))
 
 
 @dataclass

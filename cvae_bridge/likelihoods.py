@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import LikelihoodConfig
 from .errors import InputError
-from .registry import register_likelihood
+from .registry import LIKELIHOODS, register_likelihood
 
 LEVELS = 256  # 8-bit pixels
 
@@ -72,6 +72,11 @@ class LikelihoodHead(nn.Module):
             raise InputError(
                 f"batch[{name!r}]: the {self.registered_name} likelihood expects values in [0, 1], got {low:.4g}..{high:.4g}"
             )
+
+
+LIKELIHOODS.define_contract(
+    LikelihoodHead, LikelihoodConfig, ("num_params", "site_log_prob", "mean", "sample")
+)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,21 @@ class Normalizer(nn.Module):
         return x * self.std + self.mean
 
 
+def _check_decoder_layout(decoder: nn.Module, where: str) -> None:
+    """A decoder sets the layout the model and its likelihood head read; a plugin that forgets one
+    would otherwise fail later with an AttributeError naming no config key."""
+    problems = []
+    shape = getattr(decoder, "event_shape", None)
+    if not (isinstance(shape, tuple) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+        problems.append(f"event_shape (a tuple of positive ints, got {shape!r})")
+    for attribute in ("sites", "channels", "out_features"):
+        value = getattr(decoder, attribute, None)
+        if not (isinstance(value, int) and value > 0):
+            problems.append(f"{attribute} (a positive int, got {value!r})")
+    if problems:
+        raise ConfigError(f"{where}: {type(decoder).__qualname__}.__init__ must set " + ", ".join(problems))
+
+
 class ConditionalVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -84,6 +99,8 @@ class ConditionalVAE(nn.Module):
                 for n, t in config.targets.items()
             }
         )
+        for name, decoder in self.decoders.items():
+            _check_decoder_layout(decoder, f"model.targets.{name}.decoder")
         self.heads = nn.ModuleDict(
             {
                 n: LIKELIHOODS.get(t.likelihood.type)(t.likelihood, dec.out_features, dec.sites, dec.channels)

@@ -5,12 +5,16 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cvae_bridge import registry
+from cvae_bridge import ConditionalVAE, Decoder, Encoder, ModelConfig, from_dict, registry
+from cvae_bridge.config import DecoderConfig, EncoderConfig
+from cvae_bridge.errors import ConfigError, RegistrationError
+from cvae_bridge.modalities.vector import VectorEncoder
 from cvae_bridge.registry import Registry
 
 ROOT = Path(__file__).parents[1]
@@ -26,6 +30,68 @@ def test_duplicate_names_raise():
     assert things.get("a") is A and things.names() == ["a"] and A.registered_name == "a"
     with pytest.raises(ValueError, match="thing 'a' is already registered"):
         things.register("a")(type("B", (), {}))
+
+
+@dataclass
+class PlainConfig(EncoderConfig):
+    width: int = 4
+
+
+@pytest.mark.parametrize(
+    "body, missing",
+    [
+        ({"Config": PlainConfig}, "implement forward"),
+        (
+            {"forward": lambda self, value, mask=None: None},
+            "set `Config` to a dataclass deriving from cvae_bridge.config.EncoderConfig",
+        ),
+        ({"Config": dict, "forward": lambda self, value, mask=None: None}, "got <class 'dict'>"),
+    ],
+)
+def test_an_encoder_breaking_the_contract_fails_when_it_is_defined(body, missing):
+    with pytest.raises(RegistrationError, match=f"encoder 'broken': Broken must .*{missing}"):
+        registry.register_encoder("broken")(type("Broken", (Encoder,), body))
+    assert "broken" not in registry.list_encoders()
+
+
+def test_a_component_of_the_wrong_base_fails_when_it_is_defined():
+    with pytest.raises(
+        RegistrationError, match="decoder 'loose': Loose must subclass cvae_bridge.modalities.base.Decoder"
+    ):
+        registry.register_decoder("loose")(type("Loose", (), {"Config": DecoderConfig}))
+
+
+def test_a_decoder_must_implement_the_site_layout():
+    body = {"Config": DecoderConfig, "forward": lambda self, z, conditions: z}
+    with pytest.raises(RegistrationError, match="decoder 'flat': Flat must implement to_sites, from_sites"):
+        registry.register_decoder("flat")(type("Flat", (Decoder,), body))
+
+
+def test_a_decoder_that_sets_no_layout_is_refused_when_the_model_is_built(monkeypatch):
+    class Lazy(Decoder):
+        Config = DecoderConfig
+
+        def forward(self, z, conditions):
+            return z
+
+        to_sites = from_sites = forward
+
+    monkeypatch.setitem(registry.DECODERS._items, "lazy", Lazy)
+    config = {
+        "latent_dim": 2,
+        "targets": {
+            "y": {
+                "encoder": {"type": "vector", "shape": [2]},
+                "decoder": {"type": "lazy"},
+                "likelihood": {"type": "gaussian"},
+            }
+        },
+    }
+    with pytest.raises(
+        ConfigError,
+        match="model.targets.y.decoder: .*Lazy.__init__ must set event_shape .*sites .*channels .*out_features",
+    ):
+        ConditionalVAE(from_dict(ModelConfig, config))
 
 
 def test_unknown_names_list_the_known_ones_and_mention_plugins():
@@ -61,7 +127,7 @@ def test_entry_points_load_lazily_on_first_lookup(monkeypatch):
 
         def load(self):
             loaded.append(True)
-            registry.ENCODERS.register("fake_modality")(type("Fake", (), {}))
+            registry.ENCODERS.register("fake_modality")(type("Fake", (VectorEncoder,), {}))
 
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     monkeypatch.setattr(

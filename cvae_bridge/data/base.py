@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..config import DatasetConfig
 from ..errors import InputError
+from ..registry import DATASETS
 
 Split = Literal["train", "val", "test"]
 Sample = dict[str, Any]
@@ -57,6 +58,9 @@ class DataSource:
         """Per-feature mean and std of the named modalities over the training split (for models
         that normalise inputs, like ACT). Sources without such features raise."""
         raise NotImplementedError(f"{type(self).__name__} provides no normalisation statistics")
+
+
+DATASETS.define_contract(DataSource, DatasetConfig, ("split",))
 
 
 def collate(samples: Sequence[Sample], where: str) -> dict[str, Any]:

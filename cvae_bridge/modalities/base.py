@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
 from ..errors import InputError
+from ..registry import DECODERS, ENCODERS
 
 
 class Tokens(NamedTuple):
@@ -119,6 +120,9 @@ class Encoder(nn.Module):
         return {}
 
 
+ENCODERS.define_contract(Encoder, EncoderConfig, ("forward",))
+
+
 class Decoder(nn.Module):
     """Base class of modality decoders. Subclasses set `Config`, `event_shape`, `sites`,
     `channels`, `out_features` and implement `forward`, `to_sites` and `from_sites`."""
@@ -149,3 +153,6 @@ class Decoder(nn.Module):
     def from_sites(self, y: torch.Tensor) -> torch.Tensor:
         """(B, sites, channels) -> natural shape (B, *event_shape)."""
         raise NotImplementedError
+
+
+DECODERS.define_contract(Decoder, DecoderConfig, ("forward", "to_sites", "from_sites"))
