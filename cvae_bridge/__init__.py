@@ -1,7 +1,5 @@
 """cvae_bridge: multimodal conditional VAEs for PyTorch and the Hugging Face ecosystem."""
 
-__version__ = "0.1.0"
-
 from . import data, likelihoods, modalities  # noqa: F401  (registers the built-in parts)
 from .config import (
     KLConfig,
@@ -31,8 +29,10 @@ from .registry import (
     register_posterior,
     register_prior,
 )
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "ActionChunkPolicy",
     "ConditionalVAE",
     "TextToImagePipeline",

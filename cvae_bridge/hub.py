@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig, from_dict, to_dict
 from .errors import CheckpointError, ConfigError
 from .files import atomic_directory, restore_retired
+from .version import __version__
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -33,8 +34,6 @@ def save_pretrained(
     model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write the model folder atomically: a crash mid-write leaves any previous folder intact."""
-    from . import __version__
-
     config = {
         "format_version": FORMAT_VERSION,
         "cvae_bridge_version": __version__,
