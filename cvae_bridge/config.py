@@ -109,8 +109,6 @@ class TargetConfig:
     # nats), or "mean" over them (ACT's L1 convention, which its KL weight of 10 assumes).
     # Reported reconstruction terms are always sums, in nats.
     reduction: Literal["sum", "mean"] = "sum"
-    # Perceptual and adversarial terms for image targets (cvae_bridge/sharpen.py); off by default.
-    sharpen: SharpenConfig = field(default_factory=lambda: SharpenConfig())
 
 
 @dataclass
@@ -155,6 +153,9 @@ class TrainConfig:
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False  # force the CPU even where a GPU is available
     progress_bar: bool = True
+    # Target name -> perceptual and adversarial terms for an image target
+    # (training/losses.py); none by default.
+    sharpen: dict[str, SharpenConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
@@ -204,7 +205,15 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -
         data, source = to_dict(default_run_config()), "default config"
     else:
         data, source = read_yaml(path), str(path)
-    return from_dict(RunConfig, apply_overrides(data, list(overrides)), path=source)
+    data = apply_overrides(data, list(overrides))
+    targets = data.get("model", {}).get("targets") if isinstance(data.get("model"), dict) else None
+    for name, target in (targets or {}).items():
+        if isinstance(target, dict) and "sharpen" in target:
+            raise ConfigError(
+                f"{source}: model.targets.{name}.sharpen moved to train.sharpen.{name} (the perceptual and "
+                f"adversarial terms are training losses, not part of the model); move the block there"
+            )
+    return from_dict(RunConfig, data, path=source)
 
 
 # ---------------------------------------------------------------------------------------------

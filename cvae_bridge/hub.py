@@ -3,10 +3,16 @@
 The config is the single source of truth: `from_pretrained` rebuilds the model from it and then
 loads the weights strictly. Frozen pretrained parts (a text encoder shipped by a package or kept
 in a local folder) are referenced by their config, not copied.
+
+Format 2 (this one) differs from format 1 (cvae_bridge 0.1.0) in one place: format 1 kept the
+perceptual/adversarial terms inside the model (`model.targets.<name>.sharpen`, the discriminator's
+weights under `sharpeners.`); they now belong to training (`train.sharpen.<name>`). Format-1
+folders still load: their settings move to `extra.run.train.sharpen`, the discriminator is dropped.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,8 @@ from .errors import CheckpointError, ConfigError
 from .files import atomic_directory, restore_retired
 from .version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_PREFIXES = {1: ("sharpeners.",)}  # format -> saved weights that are no longer the model's
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -48,6 +55,12 @@ def save_pretrained(
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
+    """The folder's config.json in the current format (an older one is upgraded, the file is not
+    changed)."""
+    return _upgrade(_read_json(directory))
+
+
+def _read_json(directory: str | Path) -> dict[str, Any]:
     restore_retired(directory)
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
@@ -63,17 +76,41 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             f"{path}: expected a JSON object with format_version and model, got {type(config).__name__}"
         )
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION and version not in LEGACY_PREFIXES:
         raise CheckpointError(
-            f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION} or an older "
+            f"{sorted(LEGACY_PREFIXES)})"
         )
+    return config
+
+
+def _upgrade(config: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: each target's `sharpen` leaves the model config; the enabled ones go to the
+    saved run config's `train.sharpen`."""
+    if config["format_version"] == FORMAT_VERSION:
+        return config
+    config = copy.deepcopy(config)
+    run = config.get("extra", {}).get("run") if isinstance(config.get("extra"), dict) else None
+    moved = {}
+    for model in (config.get("model"), run.get("model") if isinstance(run, dict) else None):
+        targets = model.get("targets") if isinstance(model, dict) else None
+        for name, target in (targets or {}).items():
+            sharpen = target.pop("sharpen", None) if isinstance(target, dict) else None
+            if isinstance(sharpen, dict) and any(
+                sharpen.get(w, 0) > 0 for w in ("perceptual_weight", "adversarial_weight")
+            ):
+                moved[name] = sharpen
+    if moved and isinstance(run, dict):
+        run.setdefault("train", {}).setdefault("sharpen", {}).update(moved)
+    config["format_version"] = FORMAT_VERSION
     return config
 
 
 def load_pretrained(cls: type, directory: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild `cls` from the folder's config and load its weights strictly."""
     directory = Path(directory)
-    config = read_config(directory)
+    raw = _read_json(directory)
+    config = _upgrade(raw)
     try:
         model_config = from_dict(ModelConfig, config.get("model"), path=f"{directory / CONFIG_NAME}:model")
     except ConfigError as error:
@@ -86,6 +123,8 @@ def load_pretrained(cls: type, directory: str | Path, device: str | torch.device
         state = load_file(str(weights))
     except Exception as error:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {error}") from error
+    legacy = LEGACY_PREFIXES.get(raw["format_version"], ())
+    state = {k: v for k, v in state.items() if not k.startswith(legacy)}
     load_state_strict(model, state, str(weights))
     return model.to(device).eval()
 

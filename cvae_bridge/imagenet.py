@@ -1,5 +1,5 @@
 """ImageNet-pretrained CNNs, loaded offline: EfficientNet-Lite0 shipped in a PyPI package (Frechet
-distances in evaluation/fid.py, perceptual losses in sharpen.py, the `image_backbone` encoder) and
+distances in evaluation/fid.py, perceptual losses in training/losses.py, the `image_backbone` encoder) and
 ResNet-18 from a local `.safetensors` file in torchvision's key layout (ACT's backbone)."""
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,6 @@ from .hub import load_pretrained, save_pretrained
 from .latent import gaussian_log_prob, reparameterize
 from .modalities.base import Tokens
 from .registry import DECODERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
-from .sharpen import Sharpener
 
 Batch = dict[str, Any]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -107,18 +107,6 @@ class ConditionalVAE(nn.Module):
                 for (n, t), dec in zip(config.targets.items(), self.decoders.values())
             }
         )
-        for name, target in config.targets.items():
-            if target.sharpen.enabled and len(self.decoders[name].event_shape) != 3:
-                raise ConfigError(
-                    f"model.targets.{name}.sharpen: perceptual and adversarial terms need an image target (C, H, W), not {self.decoders[name].event_shape}"
-                )
-        self.sharpeners = nn.ModuleDict(
-            {
-                n: Sharpener(t.sharpen, self.decoders[n].channels)
-                for n, t in config.targets.items()
-                if t.sharpen.enabled
-            }
-        )
         # A learned embedding per modality tells the attention layers which tokens came from where.
         self.type_embeddings = nn.ParameterDict(
             {n: nn.Parameter(torch.zeros(d)) for n in [*config.conditions, *config.targets]}
@@ -188,8 +176,6 @@ class ConditionalVAE(nn.Module):
         for group in ("condition_encoders", "target_encoders"):
             for modality, encoder in getattr(self, group).items():
                 names += [f"{group}.{modality}.{sub}" for sub in encoder.external_modules()]
-        for target, sharpener in self.sharpeners.items():
-            names += [f"sharpeners.{target}.{sub}" for sub in sharpener.external_modules()]
         return names
 
     def lr_multipliers(self) -> dict[str, float]:
@@ -298,12 +284,16 @@ class ConditionalVAE(nn.Module):
             return kl.beta
         return kl.beta * min(1.0, step / kl.warmup_steps)
 
-    def forward(self, batch: Batch, step: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: Batch, step: int | None = None, reconstructions: Collection[str] = ()
+    ) -> dict[str, torch.Tensor]:
         """Negative ELBO and its parts for a training batch.
 
         Returns `loss` (what to minimise: weighted reconstruction + beta * KL with free bits),
         `nelbo` (unweighted -ELBO), `kl`, and `rec_<target>` (-log p(x_j | z, c)), all in nats
-        per example averaged over the batch, and `beta`.
+        per example averaged over the batch, and `beta`. For each target named in
+        `reconstructions`, also `reconstruction_<target>`: the likelihood's mean (B, *event_shape),
+        differentiable, for training-only losses on it (training/losses.py).
         """
         size = self.check_batch(batch)
         batch = self._normalized(batch)
@@ -323,12 +313,6 @@ class ConditionalVAE(nn.Module):
                 rec = rec / self._elements(name, batch)
             terms.append(rec if target.weight == 1.0 else target.weight * rec)
         nelbo = sum(out.values())
-        if step is not None:  # sharpening terms are training losses only
-            for name, sharpener in self.sharpeners.items():
-                x_hat = self.decoders[name].from_sites(self.heads[name].mean(params[name]))
-                parts = sharpener(batch[name], x_hat, step)
-                terms.append(parts.pop("loss"))
-                out.update({f"{term}_{name}": value.detach() for term, value in parts.items()})
         if not self.config.deterministic:
             kl_dims = self.prior.kl(mu_q, logvar_q, list(conditions.values())).mean(0)  # (L,), batch-averaged
             kl = kl_dims.sum()
@@ -340,6 +324,10 @@ class ConditionalVAE(nn.Module):
             nelbo = nelbo + out["kl"]
         out["nelbo"] = nelbo
         out["loss"] = sum(terms[1:], terms[0])
+        for name in reconstructions:
+            out[f"reconstruction_{name}"] = self.decoders[name].from_sites(
+                self.heads[name].mean(params[name])
+            )
         return out
 
     def _elements(self, name: str, batch: Batch) -> torch.Tensor | float:

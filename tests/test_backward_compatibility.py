@@ -11,6 +11,9 @@ says why, and, if the saved format changed, keep the previous folder as `legacy_
 test here that it still loads. `legacy_*` folders are never regenerated.
 """
 
+import copy
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from artifacts.generate import FAMILIES, model_batch, outputs
 from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, to_dict
-from cvae_bridge.hub import read_config
+from cvae_bridge.hub import FORMAT_VERSION, read_config
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -58,3 +61,22 @@ def test_saved_model_with_sharpening_inside_it_still_loads():
         actual = model(model_batch("legacy_sharpen", inputs))
     for key in ("rec_image", "kl", "nelbo"):
         torch.testing.assert_close(actual[key], expected[f"loss.{key}"], rtol=1e-4, atol=1e-5)
+
+
+def test_format_1_sharpening_moves_to_the_saved_run_config(tmp_path):
+    """What a format-1 training run saved: the settings in both model configs, none left there
+    after the upgrade, the enabled ones under extra.run.train.sharpen; the file is not changed."""
+    folder = tmp_path / "model"
+    shutil.copytree(ARTIFACTS / "legacy_sharpen" / "model", folder)
+    written = json.loads((folder / "config.json").read_text())
+    written["extra"] = {"run": {"model": copy.deepcopy(written["model"]), "train": {"steps": 3}}}
+    (folder / "config.json").write_text(json.dumps(written))
+
+    config = read_config(folder)
+    assert config["format_version"] == FORMAT_VERSION
+    assert "sharpen" not in config["model"]["targets"]["image"]
+    assert "sharpen" not in config["extra"]["run"]["model"]["targets"]["image"]
+    sharpen = config["extra"]["run"]["train"]["sharpen"]["image"]
+    assert sharpen["adversarial_weight"] == 0.5 and sharpen["start_step"] == 3
+    assert json.loads((folder / "config.json").read_text()) == written
+    assert not any(k.startswith("sharpeners.") for k in ConditionalVAE.from_pretrained(folder).state_dict())

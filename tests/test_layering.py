@@ -30,7 +30,6 @@ CORE = {
     "errors",
     "files",
     "version",
-    "sharpen",
 }
 RULES = {
     # part -> parts it must not import

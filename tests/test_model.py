@@ -8,6 +8,7 @@ from conftest import TINY_CONFIGS, build, make_batch
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.errors import CheckpointError, ConfigError, InputError
+from cvae_bridge.hub import FORMAT_VERSION
 
 
 def test_loss_parts_are_nats_per_example(tiny):
@@ -102,7 +103,7 @@ def test_save_load_round_trip(tiny, tmp_path):
     for name in model.out:
         assert torch.equal(model.out[name], loaded.out[name])
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["format_version"] == 1 and config["model"]["targets"]
+    assert config["format_version"] == FORMAT_VERSION and config["model"]["targets"]
 
 
 def test_load_is_strict(tmp_path):

@@ -75,9 +75,17 @@ def interrupt_at(monkeypatch, at_step):
     monkeypatch.setattr(Trainer, "_step", step)
 
 
-@pytest.mark.parametrize("settings", [{}, {"grad_accum": 2, "num_workers": 2}])
+SHARPEN = {"image": {"adversarial_weight": 0.5, "discriminator_widths": [4], "start_step": 3}}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"grad_accum": 2, "num_workers": 2}, {"sharpen": SHARPEN}],
+    ids=["plain", "accumulated", "sharpened"],
+)
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, settings):
-    """22 batches per epoch: the run crosses epochs, and is interrupted mid-epoch by SIGINT."""
+    """22 batches per epoch: the run crosses epochs, and is interrupted mid-epoch by SIGINT. With
+    a discriminator, its weights and optimiser state come back from the checkpoint too."""
     train(run_config(tmp_path / "a", **settings))
     interrupt_at(monkeypatch, 12)
     first = train(run_config(tmp_path / "b", **settings))
@@ -101,8 +109,8 @@ def test_checkpoints_rotate_and_runs_are_not_overwritten(tmp_path):
 def nan_at(monkeypatch, at_step):
     original = ConditionalVAE.forward
 
-    def forward(self, batch, step=None):
-        out = original(self, batch, step)
+    def forward(self, batch, step=None, **options):
+        out = original(self, batch, step, **options)
         if step == at_step:
             out["loss"] = out["loss"] * float("nan")
         return out

@@ -1,5 +1,5 @@
 """Sharper decoders: Frechet distance of prior samples with and without the perceptual and
-adversarial terms (model.targets.image.sharpen), on MNIST and Fashion-MNIST.
+adversarial terms (train.sharpen.image), on MNIST and Fashion-MNIST.
 
 Each dataset trains configs/beta_vae.yaml's convolutional VAE (10-D latent) at beta = 1 twice, for
 the same number of steps: with the Bernoulli likelihood alone, and with the perceptual and
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.sharpen_steps <= args.steps:
         parser.error(f"--sharpen-steps must lie in [1, --steps = {args.steps}], got {args.sharpen_steps}")
 
-    sharpen = "model.targets.image.sharpen"
+    sharpen = "train.sharpen.image"
     variants = {
         "likelihood only": [],
         "+ perceptual + adversarial": [

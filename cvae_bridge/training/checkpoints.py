@@ -25,6 +25,7 @@ from ..hub import load_state_strict, saved_state
 
 STATE_NAME = "trainer_state.json"
 MODEL_NAME = "model.safetensors"
+LOSSES_NAME = "losses.safetensors"  # the training losses' own weights (a discriminator)
 EMA_NAME = "ema.safetensors"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -50,18 +51,24 @@ def rng_fingerprint() -> str:
     return hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
 
 
-def install_model_hooks(accelerator: Accelerator, model: torch.nn.Module) -> None:
-    """Make Accelerate's save_state/load_state leave the model to us: we save it without frozen
-    pretrained parts and load it strictly."""
+def install_model_hooks(accelerator: Accelerator, model: torch.nn.Module, losses: torch.nn.Module) -> None:
+    """Make Accelerate's save_state/load_state leave the model and the training losses to us: we
+    save them without frozen pretrained parts and load them strictly. Losses without weights of
+    their own write no file, so checkpoints of runs without them look as they always did."""
+    modules = {MODEL_NAME: model}
+    if saved_state(accelerator.unwrap_model(losses)):
+        modules[LOSSES_NAME] = losses
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:
         if accelerator.is_main_process:
-            save_file(saved_state(accelerator.unwrap_model(model)), os.path.join(output_dir, MODEL_NAME))
+            for name, module in modules.items():
+                save_file(saved_state(accelerator.unwrap_model(module)), os.path.join(output_dir, name))
         weights.clear()
 
     def load_hook(models: list, input_dir: str) -> None:
-        path = os.path.join(input_dir, MODEL_NAME)
-        load_state_strict(accelerator.unwrap_model(model), load_file(path), path)
+        for name, module in modules.items():
+            path = os.path.join(input_dir, name)
+            load_state_strict(accelerator.unwrap_model(module), load_file(path), path)
         models.clear()
 
     accelerator.register_save_state_pre_hook(save_hook)

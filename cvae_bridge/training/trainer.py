@@ -41,6 +41,7 @@ from ..model import ConditionalVAE
 from ..runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
+from .losses import TrainingLosses
 from .sampler import EpochBatchSampler
 
 
@@ -70,20 +71,24 @@ def check_first_batch(model: ConditionalVAE, dataset: Dataset, batch_size: int, 
         raise InputError(f"{where}: {error}") from None
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, losses: nn.Module | None = None) -> torch.optim.AdamW:
     """AdamW over the trainable weights, one parameter group per learning-rate factor that the
-    model declares (`lr_multipliers()`: a fine-tuned pretrained backbone). The fused kernel (one
-    pass over each tensor instead of a dozen) is used on the devices that have it: on a CPU it
-    makes the step ~3x faster."""
+    model declares (`lr_multipliers()`: a fine-tuned pretrained backbone), and one for the
+    training losses' own weights (a discriminator). The fused kernel (one pass over each tensor
+    instead of a dozen) is used on the devices that have it: on a CPU it makes the step ~3x faster."""
     multipliers = getattr(model, "lr_multipliers", dict)()
     groups: dict[float, list[nn.Parameter]] = {1.0: []}  # the run's rate first: the log reports group 0
     for name, param in model.named_parameters():
         if param.requires_grad:
             factor = next((f for prefix, f in multipliers.items() if name.startswith(prefix + ".")), 1.0)
             groups.setdefault(factor, []).append(param)
-    fused = all(p.device.type in ("cpu", "cuda") for group in groups.values() for p in group)
+    param_groups = [{"params": params, "lr": cfg.lr * factor} for factor, params in groups.items() if params]
+    own = [p for p in losses.parameters() if p.requires_grad] if losses is not None else []
+    if own:
+        param_groups.append({"params": own, "lr": cfg.lr})
+    fused = all(p.device.type in ("cpu", "cuda") for group in param_groups for p in group["params"])
     return torch.optim.AdamW(
-        [{"params": params, "lr": cfg.lr * factor} for factor, params in groups.items() if params],
+        param_groups,
         lr=cfg.lr,
         betas=tuple(cfg.adam_betas),
         weight_decay=cfg.weight_decay,
@@ -140,13 +145,20 @@ class Trainer:
             model.set_normalization(
                 {n: (torch.as_tensor(m), torch.as_tensor(s)) for n, (m, s) in stats.items()}
             )
-        optimizer = build_optimizer(model, cfg)
+        losses = TrainingLosses(cfg.sharpen, model)
+        optimizer = build_optimizer(model, cfg, losses)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule, cfg.min_lr_ratio)
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # The training losses' own weights (a discriminator) are all-reduced like the model's;
+        # without trainable weights they need no wrapper.
+        if any(p.requires_grad for p in losses.parameters()):
+            self.losses = self.accelerator.prepare(losses)
+        else:
+            self.losses = losses.to(self.accelerator.device)
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-        install_model_hooks(self.accelerator, self.model)
+        install_model_hooks(self.accelerator, self.model, self.losses)
 
         self.sampler = EpochBatchSampler(
             len(self.train_set),
@@ -169,6 +181,10 @@ class Trainer:
     def unwrapped(self) -> ConditionalVAE:
         return self.accelerator.unwrap_model(self.model)
 
+    @property
+    def unwrapped_losses(self) -> TrainingLosses:
+        return self.accelerator.unwrap_model(self.losses)
+
     # -- the loop --------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainResult:
@@ -185,6 +201,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         tick, seen, waited = time.perf_counter(), 0, 0.0
         self.model.train()  # once: evaluation switches it back after its own eval()
+        self.losses.train()
         with self._signals():
             while step < cfg.steps:
                 before = time.perf_counter()
@@ -279,8 +296,11 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # Gradients are all-reduced only on the last micro-batch of an optimiser step.
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                out = self.model(batch, step=step)
+            with contextlib.ExitStack() as stack:
+                if not last:
+                    for module in (self.model, self.losses):
+                        stack.enter_context(self.accelerator.no_sync(module))
+                out = self._loss(batch, step)
                 # One transfer to the host for every loss part, the finiteness check included.
                 values = dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).tolist()))
                 if not self._agreed(not math.isfinite(values["loss"])):
@@ -290,7 +310,8 @@ class Trainer:
             for key, value in values.items():
                 figures[key] += value / len(micro_batches)
         if finite and cfg.max_grad_norm > 0:
-            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            weights = [*self.model.parameters(), *self.losses.parameters()]
+            norm = self.accelerator.clip_grad_norm_(weights, cfg.max_grad_norm)
             figures["grad_norm"] = float(norm)
             # Under fp16 an overflow is routine: the grad scaler skips that step by itself.
             finite = math.isfinite(figures["grad_norm"]) or cfg.mixed_precision == "fp16"
@@ -303,6 +324,18 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return figures
+
+    def _loss(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        """The model's loss parts, plus the training losses' terms on its reconstructions."""
+        targets = self.unwrapped_losses.targets
+        out = self.model(batch, step=step, reconstructions=targets)
+        if targets:
+            reconstructions = {n: out.pop(f"reconstruction_{n}") for n in targets}
+            with self.accelerator.autocast():
+                terms = self.losses(batch, reconstructions, step)
+            out["loss"] = out["loss"] + terms.pop("loss")
+            out.update(terms)
+        return out
 
     def _nonfinite(self, step: int, figures: dict[str, float]) -> None:
         detail = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())

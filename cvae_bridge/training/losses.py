@@ -1,4 +1,4 @@
-"""Optional loss terms that sharpen image targets beyond a pixel-wise likelihood.
+"""Training-only losses: terms that sharpen image targets beyond a pixel-wise likelihood.
 
 Pixel-wise likelihoods average over the plausible images for a latent, which shows as blur.
 Modern image autoencoders add two terms on the reconstruction x_hat (the likelihood's mean):
@@ -8,10 +8,13 @@ Modern image autoencoders add two terms on the reconstruction x_hat (the likelih
     adversarial    a small patch discriminator D with the hinge loss: D learns to tell x from
                    x_hat; the decoder learns to make D(x_hat) score as real
 
-Both are off by default and weigh in from `start_step` on; the discriminator trains from the
-first step, so it is useful once its term counts. Everything happens in one forward/backward
-pass and one optimiser: the decoder's adversarial term reads D through detached weights, and
-D's own loss sees x_hat detached, so neither term pushes the other network.
+They are set per target under `train.sharpen` and live here, with the trainer, not in the model
+(as diffusers' train_autoencoderkl.py keeps its discriminator): a saved model holds neither the
+discriminator nor a reference to the perceptual network. Both weigh in from `start_step` on; the
+discriminator trains from the first step, so it is useful once its term counts. Everything
+happens in the model's forward/backward pass and one optimiser (the discriminator in a parameter
+group of its own): the decoder's adversarial term reads D through detached weights, and D's own
+loss sees x_hat detached, so neither term pushes the other network.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .config import SharpenConfig
-from .imagenet import imagenet_normalize, load_efficientnet_lite0
+from ..config import SharpenConfig
+from ..errors import ConfigError
+from ..imagenet import imagenet_normalize, load_efficientnet_lite0
 
 
 class PerceptualDistance(nn.Module):
@@ -113,3 +117,52 @@ class Sharpener(nn.Module):
             loss = loss + terms["discriminator"]
         terms["loss"] = loss
         return terms
+
+
+class TrainingLosses(nn.Module):
+    """The sharpening terms of every target named in `train.sharpen`, checked against the model.
+
+    `forward(batch, reconstructions, step)` takes the targets and the model's differentiable
+    reconstructions of them (`model(batch, step, reconstructions=losses.targets)`) and returns
+    `loss`, to add to the model's, and each term as `<term>_<target>`.
+    """
+
+    def __init__(self, configs: dict[str, SharpenConfig], model: nn.Module):
+        super().__init__()
+        for name in configs:
+            where = f"train.sharpen.{name}"
+            if name not in model.decoders:
+                raise ConfigError(
+                    f"{where}: the model has no target {name!r}; its targets: {sorted(model.decoders)}"
+                )
+            shape = model.decoders[name].event_shape
+            if len(shape) != 3:
+                raise ConfigError(
+                    f"{where}: perceptual and adversarial terms need an image target (C, H, W), not {shape}"
+                )
+            if name in model.normalizers:
+                raise ConfigError(
+                    f"{where}: the terms compare images in [0, 1]; remove {name!r} from model.normalize"
+                )
+        self.sharpeners = nn.ModuleDict(
+            {n: Sharpener(c, model.decoders[n].channels) for n, c in configs.items() if c.enabled}
+        )
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.sharpeners)
+
+    def external_modules(self) -> list[str]:
+        return [f"sharpeners.{n}.{sub}" for n, s in self.sharpeners.items() for sub in s.external_modules()]
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], reconstructions: dict[str, torch.Tensor], step: int
+    ) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        losses = []
+        for name, sharpener in self.sharpeners.items():
+            parts = sharpener(batch[name], reconstructions[name], step)
+            losses.append(parts.pop("loss"))
+            out.update({f"{term}_{name}": value.detach() for term, value in parts.items()})
+        out["loss"] = sum(losses[1:], losses[0])
+        return out
