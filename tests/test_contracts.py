@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from cvae_bridge import Tokens, component, registry
 from cvae_bridge.config import DecoderConfig, EncoderConfig, LikelihoodConfig, PosteriorConfig, PriorConfig
+from cvae_bridge.modalities.base import KINDS
 
 D, LATENT, B = 8, 3, 2
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +176,7 @@ def test_encoder_contract(name, tmp_path):
     encoder, twin = built_twice(build)
     value, mask = spec.inputs(torch.Generator().manual_seed(0))
     encoder.check(value, name)
+    assert encoder.input_kind in KINDS
 
     out = encoder(value, mask)
     assert isinstance(out, Tokens) and out.x.ndim == 3 and out.x.shape[0] == B and out.x.shape[2] == D
@@ -211,6 +213,7 @@ def test_decoder_contract(name, conditioned, tmp_path):
     parts = tokens(g, (3,)) if conditioned else []
     conditions = Tokens.cat(parts, B, D, torch.device("cpu"))
 
+    assert decoder.output_kind in KINDS
     features = decoder(z, conditions)
     assert features.shape == (B, decoder.sites, decoder.out_features)
     torch.testing.assert_close(twin(z, conditions), features)

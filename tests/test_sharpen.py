@@ -109,7 +109,11 @@ def vector_model(shape, normalize=()):
     "model, name, message",
     [
         (lambda: vector_model([1, 4, 4]), "y", "train.sharpen.y: the model has no target 'y'"),
-        (lambda: vector_model([3]), "x", r"train.sharpen.x: .*need an image target \(C, H, W\), not \(3,\)"),
+        (
+            lambda: vector_model([3]),
+            "x",
+            r"train.sharpen.x: .*need an image target \(C, H, W\), not a vector target of shape \(3,\)",
+        ),
         (
             lambda: vector_model([1, 4, 4], normalize=["x"]),
             "x",

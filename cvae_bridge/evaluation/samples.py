@@ -12,8 +12,8 @@ GRID_ROWS = 10
 
 
 def image_targets(model: ConditionalVAE) -> list[str]:
-    """Targets shaped like images (C, H, W)."""
-    return [n for n, d in model.decoders.items() if len(d.event_shape) == 3]
+    """Targets whose decoders produce images (C, H, W)."""
+    return [n for n, d in model.decoders.items() if d.output_kind == "image"]
 
 
 def text_conditions(model: ConditionalVAE) -> list[str]:

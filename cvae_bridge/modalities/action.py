@@ -65,6 +65,7 @@ class ActionDecoderConfig(DecoderConfig):
 @register_decoder("action")
 class ActionDecoder(Decoder):
     Config = ActionDecoderConfig
+    output_kind = "action"
 
     def __init__(self, config: ActionDecoderConfig, d_model: int, latent_dim: int, conditioned: bool):
         super().__init__(config, d_model, latent_dim, conditioned)

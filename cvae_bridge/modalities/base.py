@@ -82,6 +82,9 @@ def check_tensor(
     return None
 
 
+KINDS = ("image", "text", "vector", "action", "other")
+
+
 class Encoder(nn.Module):
     """Base class of modality encoders. Subclasses set `Config` and implement `forward`."""
 
@@ -129,6 +132,9 @@ class Decoder(nn.Module):
 
     Config: ClassVar[type[DecoderConfig]]
     event_shape: tuple[int, ...]  # shape of one target example
+    # What the decoder produces, for code that reads its outputs (evaluation draws "image" targets
+    # as grids and scores them; the policy runs an "action" chunk): the same kinds as `input_kind`.
+    output_kind: ClassVar[str] = "other"
     sites: int
     channels: int
     out_features: int

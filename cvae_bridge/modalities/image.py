@@ -139,6 +139,7 @@ class ImageDecoderConfig(DecoderConfig):
 @register_decoder("image")
 class ImageDecoder(Decoder):
     Config = ImageDecoderConfig
+    output_kind = "image"
 
     def __init__(self, config: ImageDecoderConfig, d_model: int, latent_dim: int, conditioned: bool):
         super().__init__(config, d_model, latent_dim, conditioned)

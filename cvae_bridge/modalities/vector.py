@@ -94,10 +94,13 @@ class VectorDecoderConfig(DecoderConfig):
 @register_decoder("vector")
 class VectorDecoder(Decoder):
     Config = VectorDecoderConfig
+    output_kind = "vector"
 
     def __init__(self, config: VectorDecoderConfig, d_model: int, latent_dim: int, conditioned: bool):
         super().__init__(config, d_model, latent_dim, conditioned)
         self.event_shape = tuple(config.shape)
+        if len(self.event_shape) == 3:  # declared (C, H, W): an image to evaluation (a classic MLP VAE)
+            self.output_kind = "image"
         self.sites, self.channels = 1, math.prod(config.shape)
         self.pool = AttentionPool(d_model) if conditioned else None
         in_dim = latent_dim + (d_model if conditioned else 0)

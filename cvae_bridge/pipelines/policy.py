@@ -70,10 +70,10 @@ class ActionChunkPolicy:
         query_period: int | None = None,
         temporal_ensemble: float | None = None,
     ):
-        if len(model.decoders) != 1 or len(next(iter(model.decoders.values())).event_shape) != 2:
-            shapes = {n: d.event_shape for n, d in model.decoders.items()}
+        if len(model.decoders) != 1 or next(iter(model.decoders.values())).output_kind != "action":
+            kinds = {n: d.output_kind for n, d in model.decoders.items()}
             raise ConfigError(
-                f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {shapes}"
+                f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {kinds}"
             )
         self.model = model.eval()
         self.action_key, decoder = next(iter(model.decoders.items()))

@@ -135,10 +135,11 @@ class TrainingLosses(nn.Module):
                 raise ConfigError(
                     f"{where}: the model has no target {name!r}; its targets: {sorted(model.decoders)}"
                 )
-            shape = model.decoders[name].event_shape
-            if len(shape) != 3:
+            decoder = model.decoders[name]
+            if decoder.output_kind != "image":
                 raise ConfigError(
-                    f"{where}: perceptual and adversarial terms need an image target (C, H, W), not {shape}"
+                    f"{where}: perceptual and adversarial terms need an image target (C, H, W), not a "
+                    f"{decoder.output_kind} target of shape {decoder.event_shape}"
                 )
             if name in model.normalizers:
                 raise ConfigError(
