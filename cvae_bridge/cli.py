@@ -32,11 +32,17 @@ def _train(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipelines import TextToImagePipeline
+    from .pixels import save_image_grid
 
     pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
-    path = pipe.save_grid(
-        args.prompt, args.out, num_images_per_prompt=args.num, temperature=args.temperature, seed=args.seed
+    images = pipe(
+        args.prompt,
+        num_images_per_prompt=args.num,
+        temperature=args.temperature,
+        seed=args.seed,
+        output_type="pt",
     )
+    path = save_image_grid(images, args.out, columns=args.num)
     print(f"wrote {path} ({len(args.prompt)} prompts x {args.num} images)")
     return 0
 
@@ -55,7 +61,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import json
 
-    from .pipelines.policy import replay_episodes
+    from .evaluation.replay import replay_episodes
 
     report = replay_episodes(
         args.model, args.data, args.episodes, args.query_period, args.temporal_ensemble, args.device

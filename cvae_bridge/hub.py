@@ -1,13 +1,16 @@
-"""save_pretrained / from_pretrained: a folder with `config.json` and `model.safetensors`.
+"""save_pretrained / from_pretrained: a folder with `config.json` and `model.safetensors`, and
+`run_config.json` (the training run's RunConfig) when training wrote it.
 
 The config is the single source of truth: `from_pretrained` rebuilds the model from it and then
 loads the weights strictly. Frozen pretrained parts (a text encoder shipped by a package or kept
 in a local folder) are referenced by their config, not copied.
 
-Format 2 (this one) differs from format 1 (cvae_bridge 0.1.0) in one place: format 1 kept the
+Format 2 (this one) differs from format 1 (cvae_bridge 0.1.0) in two places. Format 1 kept the
 perceptual/adversarial terms inside the model (`model.targets.<name>.sharpen`, the discriminator's
-weights under `sharpeners.`); they now belong to training (`train.sharpen.<name>`). Format-1
-folders still load: their settings move to `extra.run.train.sharpen`, the discriminator is dropped.
+weights under `sharpeners.`); they now belong to training (`train.sharpen.<name>`). And it kept the
+run config as free-form `extra.run` inside config.json. Format-1 folders still load: the settings
+move to the run config's `train.sharpen`, the discriminator is dropped, and `read_run_config`
+reads `extra.run`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, from_dict, to_dict
+from .config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
 from .errors import CheckpointError, ConfigError
 from .files import atomic_directory, restore_retired
 from .version import __version__
@@ -28,6 +31,7 @@ from .version import __version__
 FORMAT_VERSION = 2
 LEGACY_PREFIXES = {1: ("sharpeners.",)}  # format -> saved weights that are no longer the model's
 CONFIG_NAME = "config.json"
+RUN_CONFIG_NAME = "run_config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -38,20 +42,46 @@ def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(
-    model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None
+    model: torch.nn.Module, directory: str | Path, run_config: RunConfig | None = None
 ) -> Path:
-    """Write the model folder atomically: a crash mid-write leaves any previous folder intact."""
+    """Write the model folder atomically: a crash mid-write leaves any previous folder intact.
+    `run_config`: the training run, for tools that need more than the model (the policy reads
+    its observation keys, evaluation its dataset)."""
     config = {
         "format_version": FORMAT_VERSION,
         "cvae_bridge_version": __version__,
         "model": to_dict(model.config),
     }
-    if extra:
-        config["extra"] = extra
     with atomic_directory(directory) as temporary:
         (temporary / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         save_file(saved_state(model), str(temporary / WEIGHTS_NAME), metadata={"format": "pt"})
+        if run_config is not None:
+            (temporary / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run_config), indent=2))
     return Path(directory)
+
+
+def read_run_config(directory: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """The training run saved with a model folder, with `--set`-style overrides applied."""
+    directory = Path(directory)
+    path = directory / RUN_CONFIG_NAME
+    if path.is_file():
+        try:
+            data, where = json.loads(path.read_text()), str(path)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    else:
+        data, where = (
+            read_config(directory).get("extra", {}).get("run"),
+            f"{directory / CONFIG_NAME}:extra.run",
+        )
+        if data is None:
+            raise CheckpointError(
+                f"{path} not found: the folder holds no training run config (it is written by "
+                f"`cvae-bridge train`; a model saved by hand has none)"
+            )
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: expected a JSON object (a run config), got {type(data).__name__}")
+    return from_dict(RunConfig, apply_overrides(data, list(overrides)), path=where)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelConfig, RunConfig
 from .errors import ConfigError, InputError
 from .hub import load_pretrained, save_pretrained
 from .latent import gaussian_log_prob, reparameterize
@@ -154,10 +154,11 @@ class ConditionalVAE(nn.Module):
 
     # -- saving ------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write `config.json` + `model.safetensors` (atomically). `extra` is stored in the config
-        for tools that need more than the model (the training run's data settings, say)."""
-        return save_pretrained(self, directory, extra)
+    def save_pretrained(self, directory: str | Path, run_config: RunConfig | None = None) -> Path:
+        """Write `config.json` + `model.safetensors` (atomically), and `run_config.json` when
+        given: the training run, for tools that need more than the model (the policy's
+        observation keys, evaluation's dataset; `hub.read_run_config` reads it)."""
+        return save_pretrained(self, directory, run_config)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ConditionalVAE:

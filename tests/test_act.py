@@ -15,9 +15,9 @@ from cvae_bridge.cli import main
 from cvae_bridge.config import RunConfig, load_run_config
 from cvae_bridge.data.act_hdf5 import write_act_hdf5
 from cvae_bridge.data.lerobot import write_lerobot_dataset
-from cvae_bridge.data.robot import image_tensor
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.pipelines import ActionChunkPolicy
+from cvae_bridge.pixels import frame_tensor
 from cvae_bridge.training import train
 
 K = 8
@@ -163,7 +163,7 @@ def test_observations_are_converted_not_normalised():
     inputs = fake.inputs[0]
     assert inputs["qpos"].dtype == torch.float32 and torch.equal(inputs["qpos"], torch.from_numpy(states))
     assert inputs["top"].shape == (2, 3, 6, 6) and 0 <= inputs["top"].min() and inputs["top"].max() <= 1
-    torch.testing.assert_close(inputs["top"][1], image_tensor(frames[1], (6, 6)))
+    torch.testing.assert_close(inputs["top"][1], frame_tensor(frames[1], (6, 6)))
     with pytest.raises(InputError, match="missing 'observation.images.top' \\(model input 'top'\\)"):
         policy.select_action(STATE)
 
@@ -172,7 +172,7 @@ def test_observations_are_converted_not_normalised():
     real = ActionChunkPolicy(model, FEATURES, image_size=[6, 6], query_period=1)
     action = real.select_action({"observation.state": states[0], "observation.images.top": frames[0]})
     expected = model.sample(
-        {"qpos": torch.from_numpy(states[:1]), "top": image_tensor(frames[0], (6, 6))[None]}, latent="mean"
+        {"qpos": torch.from_numpy(states[:1]), "top": frame_tensor(frames[0], (6, 6))[None]}, latent="mean"
     )
     np.testing.assert_allclose(action, expected["action"][0, 0].numpy(), rtol=1e-5)
 
@@ -271,7 +271,7 @@ def test_policy_reproduces_the_recorded_actions(trained, options):
 
 
 def test_replay_selects_episodes_and_names_unknown_ones(trained):
-    from cvae_bridge.pipelines.policy import replay_episodes
+    from cvae_bridge.evaluation.replay import replay_episodes
 
     report = replay_episodes(trained / "run" / "model", trained / "hdf5", episodes=[1], query_period=2)
     assert [e["episode"] for e in report["episodes"]] == [1] and report["query_period"] == 2

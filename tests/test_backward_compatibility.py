@@ -22,7 +22,7 @@ from artifacts.generate import FAMILIES, model_batch, outputs
 from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, to_dict
-from cvae_bridge.hub import FORMAT_VERSION, read_config
+from cvae_bridge.hub import FORMAT_VERSION, read_config, read_run_config
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -63,20 +63,23 @@ def test_saved_model_with_sharpening_inside_it_still_loads():
         torch.testing.assert_close(actual[key], expected[f"loss.{key}"], rtol=1e-4, atol=1e-5)
 
 
-def test_format_1_sharpening_moves_to_the_saved_run_config(tmp_path):
-    """What a format-1 training run saved: the settings in both model configs, none left there
-    after the upgrade, the enabled ones under extra.run.train.sharpen; the file is not changed."""
+def test_format_1_sharpening_and_run_config_are_read(tmp_path):
+    """What a format-1 training run saved: the sharpening settings in both model configs and the run
+    config as extra.run. After the upgrade none is left in the model, the enabled ones are in the
+    run config's train.sharpen, read_run_config reads extra.run; the file is not changed."""
     folder = tmp_path / "model"
     shutil.copytree(ARTIFACTS / "legacy_sharpen" / "model", folder)
     written = json.loads((folder / "config.json").read_text())
-    written["extra"] = {"run": {"model": copy.deepcopy(written["model"]), "train": {"steps": 3}}}
+    run = {"model": copy.deepcopy(written["model"]), "data": {"type": "digits"}, "train": {"steps": 3}}
+    written["extra"] = {"run": run}
     (folder / "config.json").write_text(json.dumps(written))
 
     config = read_config(folder)
     assert config["format_version"] == FORMAT_VERSION
     assert "sharpen" not in config["model"]["targets"]["image"]
-    assert "sharpen" not in config["extra"]["run"]["model"]["targets"]["image"]
-    sharpen = config["extra"]["run"]["train"]["sharpen"]["image"]
-    assert sharpen["adversarial_weight"] == 0.5 and sharpen["start_step"] == 3
+    run_config = read_run_config(folder)
+    assert run_config.train.steps == 3 and run_config.data.type == "digits"
+    assert run_config.train.sharpen["image"].adversarial_weight == 0.5
+    assert run_config.train.sharpen["image"].start_step == 3
     assert json.loads((folder / "config.json").read_text()) == written
     assert not any(k.startswith("sharpeners.") for k in ConditionalVAE.from_pretrained(folder).state_dict())

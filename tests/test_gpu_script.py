@@ -38,7 +38,7 @@ def test_gpu_script_dry_run(tmp_path):
     )
     demos = json.loads((tmp_path / "out" / "data" / "demos.json").read_text())
     assert demos["image_size"] == [48, 64] and demos["workers"] == 2
-    run_config = json.loads((tmp_path / "out" / "run" / "model" / "config.json").read_text())["extra"]["run"]
+    run_config = json.loads((tmp_path / "out" / "run" / "model" / "run_config.json").read_text())
     assert (
         run_config["train"]["mixed_precision"] == "bf16"
         and run_config["model"]["conditions"]["top"]["type"] == "image_backbone"

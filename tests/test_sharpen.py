@@ -13,7 +13,7 @@ from test_training import MODEL, run_config
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict, load_run_config
 from cvae_bridge.config import SharpenConfig
 from cvae_bridge.errors import ConfigError
-from cvae_bridge.hub import read_config
+from cvae_bridge.hub import read_config, read_run_config
 from cvae_bridge.training import train
 from cvae_bridge.training.checkpoints import LOSSES_NAME, list_checkpoints
 from cvae_bridge.training.losses import Sharpener, TrainingLosses
@@ -88,7 +88,7 @@ def test_a_sharpened_run_saves_a_model_without_the_discriminator_or_the_perceptu
     assert not any(k.startswith("sharpeners") for k in saved)
     config = read_config(result.model_dir)
     assert "sharpen" not in config["model"]["targets"]["image"]
-    assert config["extra"]["run"]["train"]["sharpen"]["image"]["adversarial_weight"] == 0.5
+    assert read_run_config(result.model_dir).train.sharpen["image"].adversarial_weight == 0.5
     ConditionalVAE.from_pretrained(result.model_dir)
 
     losses = load_file(str(list_checkpoints(tmp_path)[-1] / LOSSES_NAME))

@@ -68,7 +68,7 @@ parts = [json.loads(p.read_text()) for p in sorted((out / "rollout").glob("part_
 results = [r for part in parts for r in part["tasks"]["transfer_cube"]["results"]]
 log = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
 rates = [row["examples_per_s"] for row in log if "examples_per_s" in row]
-batch = json.loads((out / "run" / "model" / "config.json").read_text())["extra"]["run"]["train"]["batch_size"]
+batch = json.loads((out / "run" / "model" / "run_config.json").read_text())["train"]["batch_size"]
 summary = {
     "success_rate": sum(r["success"] for r in results) / len(results), "episodes": len(results),
     "seeds": [min(r["seed"] for r in results), max(r["seed"] for r in results)],

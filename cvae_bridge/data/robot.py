@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..config import DatasetConfig
 from ..errors import ConfigError, InputError
+from ..pixels import frame_tensor
 from .base import DataSource, PairedDataset, Sample, Split
 
 SPLITS = ("train", "val")
@@ -301,15 +302,6 @@ def _ranges(indices: Sequence[int]) -> str:
 # The split dataset.
 
 
-def image_tensor(frame: np.ndarray, size: Sequence[int] | None) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H', W') float32 in [0, 1], resized when `size` differs."""
-    x = torch.from_numpy(np.array(frame)).permute(2, 0, 1).to(torch.float32).div_(255.0)
-    if size is not None and tuple(x.shape[1:]) != tuple(size):
-        x = F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
-        x = x.clamp_(0.0, 1.0)
-    return x
-
-
 class ActionChunks(PairedDataset):
     """Every frame t of every episode is a sample: the observations at t, the actions t .. t+k-1
     (zero-padded past the episode end, with a mask), and the task text."""
@@ -369,7 +361,7 @@ class ActionChunks(PairedDataset):
                 out[name] = torch.from_numpy(chunk)
                 out[f"{name}_mask"] = torch.from_numpy(mask)
             elif is_image(value):
-                out[name] = image_tensor(value[t], self.image_size)
+                out[name] = frame_tensor(value[t], self.image_size)
             else:
                 out[name] = torch.from_numpy(np.asarray(value[t], dtype=np.float32).copy())
         if self.instruction_key is not None:

@@ -29,28 +29,19 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import RunConfig, apply_overrides, from_dict
+from ..config import RunConfig
 from ..data import DataSource, build_source
 from ..data.base import to_device
-from ..hub import read_config
+from ..hub import read_run_config
 from ..model import ConditionalVAE
+from ..pixels import save_image_grid
 from ..runtime import keep_freed_memory
 from .classifier import load_or_train_classifier
 from .diagnostics import latent_diagnostics
 from .diversity import pairwise_diversity
 from .fid import FeatureExtractor, frechet_distance
-from .pictures import save_image_grid, write_pictures
+from .pictures import write_pictures
 from .samples import grid_samples, image_targets, text_conditions
-
-
-def load_run(model_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """The run config stored in a model folder by training, with `--set` overrides applied."""
-    run = read_config(model_dir).get("extra", {}).get("run")
-    if run is None:
-        raise ValueError(
-            f"{Path(model_dir) / 'config.json'} holds no training run config (extra.run): evaluate a folder written by `cvae-bridge train`"
-        )
-    return from_dict(RunConfig, apply_overrides(run, list(overrides)), path=f"{model_dir}:extra.run")
 
 
 def evaluate(
@@ -61,7 +52,7 @@ def evaluate(
     keep_freed_memory()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = load_run(model_dir, overrides)
+    config = read_run_config(model_dir, overrides)
     model = ConditionalVAE.from_pretrained(model_dir, device)
     source = build_source(config.data)
     split = source.split(config.eval.split)

@@ -1,6 +1,5 @@
 """PNG pictures: sample grids, reconstructions, interpolations, the latent plane, loss curves.
 
-    image_grid, save_image_grid   (N, C, H, W) in [0, 1] -> one image, `columns` per row
     reconstructions               inputs and their reconstructions (posterior mean z), in
                                   alternating rows
     interpolations                one row per pair of inputs: the first input, decodings of the
@@ -28,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange, repeat
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from ..model import Batch, ConditionalVAE
+from ..pixels import save_image_grid
 from .diagnostics import latent_parameters
 from .samples import image_targets
 
@@ -43,25 +42,6 @@ PLANE_SIZE = 15  # decoded points per axis of the latent plane
 PLANE_QUANTILES = (0.05, 0.95)
 SCATTER_EXAMPLES = 10_000
 FIGURE_DPI = 100
-
-
-def image_grid(images: torch.Tensor, columns: int, padding: int = 2) -> Image.Image:
-    """(N, C, H, W) values in [0, 1] -> one PIL image, `columns` per row, white gaps between."""
-    images = images.detach().float().clamp(0, 1).cpu()
-    n, channels, height, width = images.shape
-    rows = -(-n // columns)
-    canvas = torch.ones(rows * columns, channels, height + 2 * padding, width + 2 * padding)
-    canvas[:n, :, padding : padding + height, padding : padding + width] = images
-    grid = rearrange(canvas, "(r c) ch h w -> (r h) (c w) ch", c=columns)
-    array = (grid.numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(array[..., 0] if channels == 1 else array, mode="L" if channels == 1 else "RGB")
-
-
-def save_image_grid(images: torch.Tensor, path: str | Path, columns: int, padding: int = 2) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, columns, padding).save(path)
-    return path
 
 
 # -- pictures of a model ------------------------------------------------------------------------

@@ -34,7 +34,8 @@ import numpy as np
 from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
 from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
 from ..errors import ConfigError
-from ..pipelines.policy import ActionChunkPolicy, run_data_config
+from ..hub import read_run_config
+from ..pipelines.policy import ActionChunkPolicy
 
 GIF_FPS = 20  # GIFs keep every n-th frame so as to play at about this rate, in real time
 
@@ -200,7 +201,7 @@ def _run_batch(
 
 def _training_demos(model_dir: str | Path) -> dict[str, Any] | None:
     """demos.json of the model's training dataset, with its path; None when there is none."""
-    path = Path(run_data_config(model_dir).path) / DEMOS_FILE
+    path = Path(read_run_config(model_dir).data.path) / DEMOS_FILE
     return {**json.loads(path.read_text()), "path": str(path)} if path.is_file() else None
 
 

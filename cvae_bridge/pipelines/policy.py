@@ -15,17 +15,15 @@ prediction for the current step (ACT, Zhao et al. 2023, section IV).
 Observations are dicts keyed by feature name, as in the dataset the model was trained on
 ("observation.state", "observation.images.top", ...): 1-D arrays and (H, W, 3) uint8 images for one
 environment, or the same with a leading batch axis for several. The run config saved with the
-model (`config.json`: extra.run.data) tells which feature feeds which model input and the image
+model (`run_config.json`: its `data`) tells which feature feeds which model input and the image
 size; the policy converts images to float (3, H, W) in [0, 1] exactly as training did, and the
 model normalises states and un-normalises actions itself.
 
-`replay_episodes` runs the policy on the recorded observations of a dataset and reports the L1
-error between its actions and the recorded ones (`cvae-bridge replay`).
+Replaying recorded episodes through a policy is evaluation's (`evaluation/replay.py`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -36,13 +34,10 @@ import numpy as np
 import torch
 from einops import einsum
 
-from ..config import DatasetConfig, from_dict
-from ..data import build_source
-from ..data.robot import EpisodeSource, RobotDataConfig, image_tensor
 from ..errors import CheckpointError, ConfigError, InputError
-from ..hub import CONFIG_NAME, read_config
+from ..hub import RUN_CONFIG_NAME, read_run_config
 from ..model import ConditionalVAE
-from ..registry import DATASETS
+from ..pixels import frame_tensor
 
 
 class ActionChunkPolicy:
@@ -121,7 +116,16 @@ class ActionChunkPolicy:
     ) -> ActionChunkPolicy:
         """Load a model folder written by training: the run config saved with it gives the
         observation keys, the image size and the instruction key."""
-        data = run_data_config(directory)
+        try:
+            data = read_run_config(directory).data
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"{error}; build ActionChunkPolicy(model, features, ...) with the observation keys instead"
+            ) from error
+        if not hasattr(data, "features"):
+            raise CheckpointError(
+                f"{Path(directory) / RUN_CONFIG_NAME}: the model was trained on {data.type!r} data, not robot episodes"
+            )
         model = ConditionalVAE.from_pretrained(directory, device)
         return cls(
             model, data.features, data.image_size, data.instruction_key, query_period, temporal_ensemble
@@ -201,7 +205,7 @@ class ActionChunkPolicy:
                         f"observation[{key!r}]: expected a uint8 image (H, W, 3) or (B, H, W, 3), got {value.dtype} {value.shape}"
                     )
                 frames = value[None] if value.ndim == 3 else value
-                tensor = torch.stack([image_tensor(frame, self.image_size) for frame in frames])
+                tensor = torch.stack([frame_tensor(frame, self.image_size) for frame in frames])
                 single = value.ndim == 3
             else:
                 if value.ndim not in (1, 2) or not np.issubdtype(value.dtype, np.number):
@@ -239,94 +243,3 @@ class ActionChunkPolicy:
 def _environments(layout: tuple[int, bool]) -> str:
     size, single = layout
     return "one environment" if single else f"a batch of {size} environments"
-
-
-def run_data_config(directory: str | Path) -> RobotDataConfig:
-    """The robot dataset config of the training run saved with a model folder."""
-    where = f"{Path(directory) / CONFIG_NAME}: extra.run.data"
-    data = read_config(directory).get("extra", {}).get("run", {}).get("data")
-    if data is None:
-        raise CheckpointError(
-            f"{where} is missing: the folder was not written by cvae_bridge training; build "
-            f"ActionChunkPolicy(model, features, ...) with the observation keys instead"
-        )
-    config = from_dict(DatasetConfig, data, path=where)
-    if not isinstance(config, RobotDataConfig):
-        raise CheckpointError(f"{where}: the model was trained on {config.type!r} data, not robot episodes")
-    return config
-
-
-def dataset_type(path: str | Path) -> str:
-    """ "lerobot" or "act_hdf5", from the folder's layout."""
-    folder = Path(path)
-    if (folder / "meta" / "info.json").is_file():
-        return "lerobot"
-    if folder.is_dir() and any(folder.glob("episode_*.hdf5")):
-        return "act_hdf5"
-    raise InputError(
-        f"{folder}: neither a LeRobot dataset (meta/info.json) nor an ACT folder (episode_<i>.hdf5)"
-    )
-
-
-def replay_episodes(
-    model_dir: str | Path,
-    data: str | Path | DatasetConfig,
-    episodes: Sequence[int] | None = None,
-    query_period: int | None = None,
-    temporal_ensemble: float | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Run the policy of `model_dir` on the recorded observations of episodes of a dataset.
-
-    `data` is a dataset folder (LeRobot or ACT HDF5; the features, image size and instruction key
-    are those of the model's training run) or a full dataset config. `episodes`: episode indices,
-    None for all. Returns {"episodes": [{"episode", "frames", "l1"}], "l1", "frames", ...}: the
-    L1 error is |predicted - recorded| averaged over action dimensions and frames, in the
-    recorded actions' units; the overall figure averages over all frames of all episodes.
-    """
-    policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
-    config = data if isinstance(data, DatasetConfig) else _replay_config(run_data_config(model_dir), data)
-    source = build_source(config)
-    if not isinstance(source, EpisodeSource):
-        raise ConfigError(f"data.type: {config.type!r} does not hold robot episodes")
-    action_key = source.config.features.get(policy.action_key)
-    if action_key is None:
-        raise ConfigError(f"data.features: no feature for the model's action target {policy.action_key!r}")
-    available = {e.index: e for e in source.episodes}
-    chosen = sorted(available) if episodes is None else list(episodes)
-    unknown = sorted(set(chosen) - set(available))
-    if unknown:
-        raise InputError(f"episodes: {unknown} are not in {config.path}; episodes: {sorted(available)}")
-
-    rows = []
-    for index in chosen:
-        episode = available[index]
-        policy.reset()
-        errors = []
-        for t in range(len(episode)):
-            observation = {key: episode.data[key][t] for key in policy.observation_keys}
-            action = policy.select_action(
-                observation, episode.instruction_at(t) if policy.instruction_key else None
-            )
-            errors.append(float(np.abs(action - episode.data[action_key][t]).mean()))
-        rows.append({"episode": index, "frames": len(errors), "l1": float(np.mean(errors))})
-    frames = sum(r["frames"] for r in rows)
-    return {
-        "model": str(model_dir),
-        "data": str(config.path),
-        "query_period": policy.query_period,
-        "temporal_ensemble": policy.temporal_ensemble,
-        "episodes": rows,
-        "frames": frames,
-        "l1": sum(r["l1"] * r["frames"] for r in rows) / max(frames, 1),
-    }
-
-
-def _replay_config(trained: RobotDataConfig, path: str | Path) -> DatasetConfig:
-    """The training run's data settings (those the folder's format has) for another folder."""
-    kind = dataset_type(path)
-    fields = {f.name for f in dataclasses.fields(DATASETS.get(kind).Config) if f.init}
-    settings = {k: v for k, v in dataclasses.asdict(trained).items() if k in fields}
-    # Every episode is replayed: the training run's validation split means nothing here.
-    settings.update(type=kind, path=str(path), val_fraction=0.0, val_episodes=None)
-    return from_dict(DatasetConfig, settings)

@@ -1,4 +1,4 @@
-"""Text-to-image inference: prompts in, PIL images out."""
+"""Text-to-image inference: prompts in, PIL images (or a tensor) out."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from PIL import Image
 
-from ..evaluation.pictures import image_grid, save_image_grid
-from ..evaluation.samples import image_targets, text_conditions
+from ..errors import ConfigError
 from ..model import ConditionalVAE
+from ..pixels import image_grid
 
 
 class TextToImagePipeline:
@@ -21,9 +21,10 @@ class TextToImagePipeline:
     """
 
     def __init__(self, model: ConditionalVAE):
-        texts, images = text_conditions(model), image_targets(model)
+        texts = [n for n, e in model.condition_encoders.items() if e.input_kind == "text"]
+        images = [n for n, d in model.decoders.items() if d.output_kind == "image"]
         if len(texts) != 1 or len(model.condition_encoders) != 1 or not images:
-            raise ValueError(
+            raise ConfigError(
                 f"TextToImagePipeline needs a model conditioned on one text modality with an image target; "
                 f"this one has conditions {list(model.condition_encoders)} and targets {list(model.decoders)}"
             )
@@ -37,15 +38,19 @@ class TextToImagePipeline:
         return cls(ConditionalVAE.from_pretrained(directory, device))
 
     @torch.no_grad()
-    def generate(
+    def __call__(
         self,
         prompts: str | list[str],
         num_images_per_prompt: int = 1,
         temperature: float = 1.0,
         seed: int | None = None,
         latent: Literal["sample", "mean"] = "sample",
-    ) -> torch.Tensor:
-        """(len(prompts) * num_images_per_prompt, C, H, W) in [0, 1], grouped by prompt."""
+        output_type: Literal["pil", "pt"] = "pil",
+    ) -> list[Image.Image] | torch.Tensor:
+        """Images grouped by prompt: `num_images_per_prompt` for the first prompt, then the next.
+        "pil": a list of PIL images; "pt": one (N, C, H, W) tensor in [0, 1]."""
+        if output_type not in ("pil", "pt"):
+            raise ConfigError(f"output_type: expected 'pil' or 'pt', got {output_type!r}")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
         samples = self.model.sample(
@@ -55,26 +60,7 @@ class TextToImagePipeline:
             latent=latent,
             generator=generator,
         )
-        return samples[self.image_key].clamp(0, 1)
-
-    def __call__(
-        self,
-        prompts: str | list[str],
-        num_images_per_prompt: int = 1,
-        temperature: float = 1.0,
-        seed: int | None = None,
-    ) -> list[Image.Image]:
-        images = self.generate(prompts, num_images_per_prompt, temperature, seed)
+        images = samples[self.image_key].clamp(0, 1)
+        if output_type == "pt":
+            return images
         return [image_grid(image[None], columns=1, padding=0) for image in images]
-
-    def save_grid(
-        self,
-        prompts: list[str],
-        path: str | Path,
-        num_images_per_prompt: int = 8,
-        temperature: float = 1.0,
-        seed: int | None = 0,
-    ) -> Path:
-        """One row per prompt, `num_images_per_prompt` columns."""
-        images = self.generate(prompts, num_images_per_prompt, temperature, seed)
-        return save_image_grid(images, path, columns=num_images_per_prompt)

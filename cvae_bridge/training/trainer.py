@@ -36,8 +36,8 @@ from ..data import build_source
 from ..data.base import collate, to_device
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..evaluation.diagnostics import training_diagnostics
-from ..evaluation.pictures import save_image_grid
 from ..model import ConditionalVAE
+from ..pixels import save_image_grid
 from ..runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
@@ -402,7 +402,7 @@ class Trainer:
             if self.ema is not None:
                 model = copy.deepcopy(model)
                 self.ema.copy_to(model)
-            model.save_pretrained(model_dir, extra={"run": to_dict(self.config)})
+            model.save_pretrained(model_dir, run_config=self.config)
         self.accelerator.wait_for_everyone()
         return model_dir
 

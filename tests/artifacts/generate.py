@@ -140,7 +140,9 @@ def outputs(family: str, directory: Path, saved: dict[str, torch.Tensor]) -> dic
     with torch.no_grad():
         result = {f"loss.{k}": v for k, v in model(model_batch(family, saved)).items()}
     if family == "text_to_image":
-        result["samples"] = TextToImagePipeline(model).generate(PROMPTS, num_images_per_prompt=2, seed=0)
+        result["samples"] = TextToImagePipeline(model)(
+            PROMPTS, num_images_per_prompt=2, seed=0, output_type="pt"
+        )
     elif family == "unconditional_vae":
         generator = torch.Generator().manual_seed(0)
         result["samples"] = model.sample(num_samples=4, generator=generator)["image"]

@@ -1,0 +1,103 @@
+"""Replay: a trained policy on the recorded observations of a dataset's episodes, scored by the L1
+error between its actions and the recorded ones (`cvae-bridge replay`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import DatasetConfig, from_dict
+from ..data import build_source
+from ..data.robot import EpisodeSource, RobotDataConfig
+from ..errors import CheckpointError, ConfigError, InputError
+from ..hub import read_run_config
+from ..pipelines.policy import ActionChunkPolicy
+from ..registry import DATASETS
+
+
+def dataset_type(path: str | Path) -> str:
+    """ "lerobot" or "act_hdf5", from the folder's layout."""
+    folder = Path(path)
+    if (folder / "meta" / "info.json").is_file():
+        return "lerobot"
+    if folder.is_dir() and any(folder.glob("episode_*.hdf5")):
+        return "act_hdf5"
+    raise InputError(
+        f"{folder}: neither a LeRobot dataset (meta/info.json) nor an ACT folder (episode_<i>.hdf5)"
+    )
+
+
+def replay_episodes(
+    model_dir: str | Path,
+    data: str | Path | DatasetConfig,
+    episodes: Sequence[int] | None = None,
+    query_period: int | None = None,
+    temporal_ensemble: float | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Run the policy of `model_dir` on the recorded observations of episodes of a dataset.
+
+    `data` is a dataset folder (LeRobot or ACT HDF5; the features, image size and instruction key
+    are those of the model's training run) or a full dataset config. `episodes`: episode indices,
+    None for all. Returns {"episodes": [{"episode", "frames", "l1"}], "l1", "frames", ...}: the
+    L1 error is |predicted - recorded| averaged over action dimensions and frames, in the
+    recorded actions' units; the overall figure averages over all frames of all episodes.
+    """
+    policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
+    config = data if isinstance(data, DatasetConfig) else _replay_config(_trained_on(model_dir), data)
+    source = build_source(config)
+    if not isinstance(source, EpisodeSource):
+        raise ConfigError(f"data.type: {config.type!r} does not hold robot episodes")
+    action_key = source.config.features.get(policy.action_key)
+    if action_key is None:
+        raise ConfigError(f"data.features: no feature for the model's action target {policy.action_key!r}")
+    available = {e.index: e for e in source.episodes}
+    chosen = sorted(available) if episodes is None else list(episodes)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise InputError(f"episodes: {unknown} are not in {config.path}; episodes: {sorted(available)}")
+
+    rows = []
+    for index in chosen:
+        episode = available[index]
+        policy.reset()
+        errors = []
+        for t in range(len(episode)):
+            observation = {key: episode.data[key][t] for key in policy.observation_keys}
+            action = policy.select_action(
+                observation, episode.instruction_at(t) if policy.instruction_key else None
+            )
+            errors.append(float(np.abs(action - episode.data[action_key][t]).mean()))
+        rows.append({"episode": index, "frames": len(errors), "l1": float(np.mean(errors))})
+    frames = sum(r["frames"] for r in rows)
+    return {
+        "model": str(model_dir),
+        "data": str(config.path),
+        "query_period": policy.query_period,
+        "temporal_ensemble": policy.temporal_ensemble,
+        "episodes": rows,
+        "frames": frames,
+        "l1": sum(r["l1"] * r["frames"] for r in rows) / max(frames, 1),
+    }
+
+
+def _replay_config(trained: RobotDataConfig, path: str | Path) -> DatasetConfig:
+    """The training run's data settings (those the folder's format has) for another folder."""
+    kind = dataset_type(path)
+    fields = {f.name for f in dataclasses.fields(DATASETS.get(kind).Config) if f.init}
+    settings = {k: v for k, v in dataclasses.asdict(trained).items() if k in fields}
+    # Every episode is replayed: the training run's validation split means nothing here.
+    settings.update(type=kind, path=str(path), val_fraction=0.0, val_episodes=None)
+    return from_dict(DatasetConfig, settings)
+
+
+def _trained_on(model_dir: str | Path) -> RobotDataConfig:
+    data = read_run_config(model_dir).data
+    if not isinstance(data, RobotDataConfig):
+        raise CheckpointError(f"{model_dir}: the model was trained on {data.type!r} data, not robot episodes")
+    return data
