@@ -144,12 +144,13 @@ class ActionChunkPolicy:
     def observation_keys(self) -> list[str]:
         return list(self.inputs.values())
 
-    def select_action(
+    def __call__(
         self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
     ) -> np.ndarray:
         """The action for the current step: (d,) for one environment, (B, d) for a batch.
 
-        The observation is read only at steps where the policy re-plans.
+        The observation is read only at steps where the policy re-plans. Also reachable as
+        `select_action`, LeRobot's name for it.
         """
         if not self.chunks or self.step - self.chunks[-1][0] >= self.query_period:
             self.chunks.append((self.step, self._predict(observation, instruction)))
@@ -167,6 +168,8 @@ class ActionChunkPolicy:
         self.step += 1
         action = action.numpy()
         return action[0] if self.layout[1] else action
+
+    select_action = __call__
 
     @torch.inference_mode()
     def _predict(self, observation: Mapping[str, Any], instruction: str | list[str] | None) -> torch.Tensor:
