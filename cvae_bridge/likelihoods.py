@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import LikelihoodConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .registry import LIKELIHOODS, register_likelihood
 
 LEVELS = 256  # 8-bit pixels
@@ -120,7 +120,7 @@ class LocationScaleConfig(LikelihoodConfig):
 
     def __post_init__(self) -> None:
         if self.init_scale <= self.min_scale:
-            raise ValueError(f"init_scale ({self.init_scale}) must exceed min_scale ({self.min_scale})")
+            raise ConfigError(f"init_scale ({self.init_scale}) must exceed min_scale ({self.min_scale})")
 
 
 class LocationScale(LikelihoodHead):

@@ -25,7 +25,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from .config import ModelConfig, RunConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, UsageError
 from .hub import load_pretrained, save_pretrained
 from .latent import gaussian_log_prob, reparameterize
 from .modalities.base import Tokens
@@ -226,7 +226,7 @@ class ConditionalVAE(nn.Module):
     def _normalized(self, batch: Batch) -> Batch:
         for name, normalizer in self.normalizers.items():
             if not bool(normalizer.fitted):
-                raise RuntimeError(
+                raise UsageError(
                     f"normalisation statistics for {name!r} were never set: call model.set_normalization or train through cvae_bridge.training"
                 )
         return {
@@ -239,7 +239,7 @@ class ConditionalVAE(nn.Module):
         """Set per-feature mean and std for each modality listed in `model.normalize`."""
         missing = sorted(set(self.normalizers) - set(stats))
         if missing:
-            raise ValueError(f"normalisation statistics missing for {missing}")
+            raise ConfigError(f"normalisation statistics missing for {missing}")
         for name, (mean, std) in stats.items():
             if name in self.normalizers:
                 self.normalizers[name].set(mean, std, min_std)
@@ -435,7 +435,7 @@ class ConditionalVAE(nn.Module):
         `chunk_size` at a time per example to bound memory.
         """
         if self.config.deterministic:
-            raise ValueError("log_likelihood: a deterministic autoencoder defines no likelihood")
+            raise ConfigError("log_likelihood: a deterministic autoencoder defines no likelihood")
         size = self.check_batch(batch)
         batch = self._normalized(batch)
         conditions = self.encode_conditions(batch)

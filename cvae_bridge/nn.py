@@ -8,6 +8,8 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from .errors import ConfigError
+
 
 def sine_positions_1d(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
     """Transformer sinusoidal positions, (length, dim)."""
@@ -21,7 +23,7 @@ def sine_positions_2d(height: int, width: int, dim: int, device: torch.device | 
     Half of the channels encode the row, half the column.
     """
     if dim % 4:
-        raise ValueError(f"2-D sine positions need a width divisible by 4, got {dim}")
+        raise ConfigError(f"2-D sine positions need a width divisible by 4, got {dim}")
     rows = _sine_embed(torch.arange(height, device=device, dtype=torch.float32), dim // 2)
     cols = _sine_embed(torch.arange(width, device=device, dtype=torch.float32), dim // 2)
     grid = torch.cat([repeat(rows, "h d -> h w d", w=width), repeat(cols, "w d -> h w d", h=height)], dim=-1)

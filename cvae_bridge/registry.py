@@ -18,7 +18,7 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
-from .errors import RegistrationError
+from .errors import DependencyError, RegistrationError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def load_plugins() -> None:
         try:
             entry_point.load()
         except Exception as error:
-            raise ImportError(
+            raise DependencyError(
                 f"cvae_bridge plugin {entry_point.name!r} ({entry_point.value}) failed to load: {error}"
             ) from error
 
@@ -91,7 +91,7 @@ class Registry:
                     + "; and ".join(problems)
                 )
             if name in self._items:
-                raise ValueError(
+                raise RegistrationError(
                     f"{self.kind} {name!r} is already registered by {self._items[name].__module__}."
                     f"{self._items[name].__qualname__}; choose another name"
                 )
@@ -105,7 +105,7 @@ class Registry:
         load_plugins()
         if name not in self._items:
             known = ", ".join(sorted(self._items)) or "none"
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; known: {known}. Third-party {self.kind}s are found "
                 f"once their package is installed (entry-point group {PLUGIN_GROUP!r})"
             )

@@ -28,7 +28,7 @@ def test_duplicate_names_raise():
         pass
 
     assert things.get("a") is A and things.names() == ["a"] and A.registered_name == "a"
-    with pytest.raises(ValueError, match="thing 'a' is already registered"):
+    with pytest.raises(RegistrationError, match="thing .a. is already registered"):
         things.register("a")(type("B", (), {}))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DependencyError, InputError
 from ..files import atomic_directory
 from ..registry import register_dataset
 from .robot import (
@@ -49,7 +49,7 @@ def _h5py():
     try:
         import h5py
     except ImportError as error:  # pragma: no cover - h5py is in the `data` extra
-        raise ImportError('reading ACT HDF5 episodes needs h5py: pip install "cvae-bridge[data]"') from error
+        raise DependencyError('reading ACT HDF5 episodes needs h5py: pip install "cvae-bridge[data]"') from error
     return h5py
 
 

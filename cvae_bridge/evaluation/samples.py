@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from ..config import EvalConfig
+from ..errors import ConfigError
 from ..model import ConditionalVAE
 
 GRID_ROWS = 10
@@ -29,7 +30,7 @@ def grid_conditions(model: ConditionalVAE, config: EvalConfig, dataset: Dataset 
     if config.prompts and texts == list(model.condition_encoders):
         return {texts[0]: list(config.prompts)}
     if dataset is None:
-        raise ValueError(
+        raise ConfigError(
             "sample grid: this model's conditions are not text prompts, so examples of a dataset are needed"
         )
     examples = default_collate([dataset[i] for i in range(min(GRID_ROWS, len(dataset)))])

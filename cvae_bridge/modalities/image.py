@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..nn import AttentionPool, sine_positions_2d
 from ..registry import register_decoder, register_encoder
 from .base import Decoder, Encoder, Tokens, check_tensor
@@ -70,9 +70,9 @@ class ImageEncoderConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         if self.tokens == "flat" and self.size is None:
-            raise ValueError("tokens: flat needs `size: [height, width]`")
+            raise ConfigError("tokens: flat needs `size: [height, width]`")
         if not self.widths:
-            raise ValueError("widths must list at least one stage width")
+            raise ConfigError("widths must list at least one stage width")
 
 
 @register_encoder("image")
@@ -131,9 +131,9 @@ class ImageDecoderConfig(DecoderConfig):
 
     def __post_init__(self) -> None:
         if len(self.size) != 2:
-            raise ValueError(f"size must be [height, width], got {self.size}")
+            raise ConfigError(f"size must be [height, width], got {self.size}")
         if not self.widths:
-            raise ValueError("widths must list at least one stage width")
+            raise ConfigError("widths must list at least one stage width")
 
 
 @register_decoder("image")

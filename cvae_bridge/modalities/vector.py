@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..nn import AttentionPool
 from ..registry import register_decoder, register_encoder
 from .base import Decoder, Encoder, Tokens, check_tensor
@@ -45,7 +45,7 @@ class VectorEncoderConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         if self.num_classes and self.shape != [1]:
-            raise ValueError("a label encoder (num_classes > 0) takes no `shape`")
+            raise ConfigError("a label encoder (num_classes > 0) takes no `shape`")
 
 
 @register_encoder("vector")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, ConfigError
+
 
 class EMA:
     """shadow <- decay * shadow + (1 - decay) * weights, after every optimiser step (float32)."""
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"train.ema_decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"train.ema_decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -32,7 +34,7 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != set(self.shadow):
-            raise KeyError(
+            raise CheckpointError(
                 f"EMA state does not match the model: missing {sorted(set(self.shadow) - set(state))[:5]}, unexpected {sorted(set(state) - set(self.shadow))[:5]}"
             )
         for name, tensor in state.items():

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from ..errors import ConfigError
+
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of (epoch, index) keys for `PairedDataset`.
@@ -22,7 +24,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = size // (batch_size * world_size)
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"the training split has {size} examples, fewer than one global batch "
                 f"({batch_size} x {world_size} processes): lower train.batch_size"
             )
