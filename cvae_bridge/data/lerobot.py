@@ -29,7 +29,6 @@ import io
 import json
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,9 +39,17 @@ import numpy as np
 
 from ..errors import DependencyError, InputError
 from ..files import atomic_directory, confined_path
+from ..lru import LRUCache
 from ..registry import register_dataset
 from .robot import (
-    Episode, EpisodeSource, FrameSequence, OpenFiles, RobotDataConfig, episode_to_write, file_identity, is_image,
+    Episode,
+    EpisodeSource,
+    FrameSequence,
+    OpenFiles,
+    RobotDataConfig,
+    episode_to_write,
+    file_identity,
+    is_image,
     missing_features_error,
 )
 
@@ -75,7 +82,9 @@ def _arrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as error:  # pragma: no cover - pyarrow is in the `data` extra
-        raise DependencyError('reading LeRobot datasets needs pyarrow: pip install "cvae-bridge[data]"') from error
+        raise DependencyError(
+            'reading LeRobot datasets needs pyarrow: pip install "cvae-bridge[data]"'
+        ) from error
     return pa, pq
 
 
@@ -113,14 +122,17 @@ def read_info(root: Path) -> dict:
         )
     features = info.get("features")
     if not isinstance(features, dict) or not all(
-        isinstance(f, dict) and "dtype" in f and isinstance(f.get("shape"), (list, tuple)) for f in features.values()
+        isinstance(f, dict) and "dtype" in f and isinstance(f.get("shape"), (list, tuple))
+        for f in features.values()
     ):
         raise InputError(f"{path}: features: expected a mapping name -> {{dtype, shape, names}}")
     fps = info.get("fps")
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
         raise InputError(f"{path}: fps: expected a positive number, got {fps!r}")
     if not isinstance(info.get("data_path"), str):
-        raise InputError(f"{path}: data_path: expected a path template such as {DEFAULT_DATA_PATH!r}, got {info.get('data_path')!r}")
+        raise InputError(
+            f"{path}: data_path: expected a path template such as {DEFAULT_DATA_PATH!r}, got {info.get('data_path')!r}"
+        )
     return info
 
 
@@ -128,7 +140,9 @@ def _templated(root: Path, template: str, what: str, **fields: Any) -> Path:
     try:
         relative = template.format(**fields)
     except (KeyError, IndexError, ValueError) as error:
-        raise InputError(f"{what}: template {template!r} cannot be filled with {sorted(fields)}: {error!r}") from error
+        raise InputError(
+            f"{what}: template {template!r} cannot be filled with {sorted(fields)}: {error!r}"
+        ) from error
     return confined_path(root, relative, what)
 
 
@@ -169,7 +183,9 @@ def read_tasks(root: Path) -> dict[int, str]:
             index_columns = []
         text_column = next((c for c in index_columns if isinstance(c, str) and c in names), None)
     if text_column is None or "task_index" not in names:
-        raise InputError(f"{path}: expected columns task_index and the task text (task or the pandas index); columns: {names}")
+        raise InputError(
+            f"{path}: expected columns task_index and the task text (task or the pandas index); columns: {names}"
+        )
     table = _read(path, [text_column, "task_index"], parquet)
     texts, indices = table.column(0).to_pylist(), table.column(1).to_pylist()
     return {int(i): str(t) for t, i in zip(texts, indices)}
@@ -221,14 +237,20 @@ def column_to_numpy(column: Any, shape: tuple[int, ...], where: str) -> np.ndarr
     while isinstance(array, pa.ExtensionArray):
         array = array.storage
     inner: list[int] = []
-    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+    while (
+        pa.types.is_list(array.type)
+        or pa.types.is_large_list(array.type)
+        or pa.types.is_fixed_size_list(array.type)
+    ):
         if pa.types.is_fixed_size_list(array.type):
             inner.append(array.type.list_size)
             array = array.flatten()
         else:
             lengths = np.diff(np.asarray(array.offsets))
             if len(lengths) and (lengths != lengths[0]).any():
-                raise InputError(f"{where}: rows hold lists of different lengths ({lengths.min()} to {lengths.max()})")
+                raise InputError(
+                    f"{where}: rows hold lists of different lengths ({lengths.min()} to {lengths.max()})"
+                )
             inner.append(int(lengths[0]) if len(lengths) else 0)
             array = array.flatten()
         if array.null_count:
@@ -238,7 +260,9 @@ def column_to_numpy(column: Any, shape: tuple[int, ...], where: str) -> np.ndarr
     values = array.to_numpy(zero_copy_only=False)
     expected = math.prod(shape)
     if math.prod(inner) != expected:
-        raise InputError(f"{where}: rows hold {tuple(inner) or 'scalars'}, but info.json gives shape {list(shape)}")
+        raise InputError(
+            f"{where}: rows hold {tuple(inner) or 'scalars'}, but info.json gives shape {list(shape)}"
+        )
     return values.reshape((n,) + shape)
 
 
@@ -247,8 +271,8 @@ def column_to_numpy(column: Any, shape: tuple[int, ...], where: str) -> np.ndarr
 
 _parquet_files = OpenFiles(capacity=64)
 _video_files = OpenFiles(capacity=16)
-_image_cache: OrderedDict[tuple, tuple[list, int]] = OrderedDict()
-_image_cache_bytes = [0]
+# (pid, file, identity, column, first row, rows) -> (encoded images, their bytes)
+_image_cache: LRUCache[tuple, tuple[list, int]] = LRUCache(IMAGE_CACHE_BYTES, cost=lambda entry: entry[1])
 
 
 class ParquetImageFrames(FrameSequence):
@@ -260,10 +284,16 @@ class ParquetImageFrames(FrameSequence):
 
     def _encoded(self) -> list:
         parquet = _parquet_files.get(self.path, lambda p: _parquet_file(Path(p)))
-        key = (os.getpid(), self.path, file_identity(self.path), self.column, int(self.rows[0]), len(self.rows))
+        key = (
+            os.getpid(),
+            self.path,
+            file_identity(self.path),
+            self.column,
+            int(self.rows[0]),
+            len(self.rows),
+        )
         hit = _image_cache.get(key)
         if hit is not None:
-            _image_cache.move_to_end(key)
             return hit[0]
         pa, _ = _arrow()
         meta = parquet.metadata
@@ -273,7 +303,9 @@ class ParquetImageFrames(FrameSequence):
         try:
             table = parquet.read_row_groups(list(range(first, last + 1)), columns=[self.column])
         except (OSError, pa.ArrowException) as error:
-            raise InputError(f"{self.where}: cannot read images (truncated or corrupt file): {error}") from error
+            raise InputError(
+                f"{self.where}: cannot read images (truncated or corrupt file): {error}"
+            ) from error
         column = table.column(0).combine_chunks().take(pa.array(self.rows - starts[first]))
         if pa.types.is_struct(column.type):
             names = [column.type.field(i).name for i in range(column.type.num_fields)]
@@ -284,12 +316,7 @@ class ParquetImageFrames(FrameSequence):
         else:
             raise InputError(f"{self.where}: expected an image struct {{bytes, path}}, got {column.type}")
         entries = list(zip(encoded, paths))
-        size = sum(len(b) for b, _ in entries if b)
-        _image_cache[key] = (entries, size)
-        _image_cache_bytes[0] += size
-        while _image_cache_bytes[0] > IMAGE_CACHE_BYTES and len(_image_cache) > 1:
-            _, (_, old) = _image_cache.popitem(last=False)
-            _image_cache_bytes[0] -= old
+        _image_cache.put(key, (entries, sum(len(b) for b, _ in entries if b)))
         return entries
 
     def read(self, t: int) -> np.ndarray:
@@ -303,7 +330,9 @@ class ParquetImageFrames(FrameSequence):
             try:
                 data = file.read_bytes()
             except OSError as error:
-                raise InputError(f"{self.where}: frame {t}: cannot read image file {file}: {error}") from error
+                raise InputError(
+                    f"{self.where}: frame {t}: cannot read image file {file}: {error}"
+                ) from error
         try:
             with Image.open(io.BytesIO(data)) as image:
                 return np.asarray(image.convert("RGB"))
@@ -332,7 +361,9 @@ class VideoFrames(FrameSequence):
         target, half = float(self.timestamps[t]), 0.5 / self.fps
         found = None
         try:
-            container.seek(max(0, int((target - half) / stream.time_base)), stream=stream, backward=True, any_frame=False)
+            container.seek(
+                max(0, int((target - half) / stream.time_base)), stream=stream, backward=True, any_frame=False
+            )
             for frame in container.decode(stream):
                 if frame.time is not None and frame.time >= target - half:
                     found = frame
@@ -374,7 +405,9 @@ class LeRobotSource(EpisodeSource):
         needed = list(dict.fromkeys(self.config.features.values()))
         missing = [f for f in needed if f not in features]
         if missing:
-            raise missing_features_error(str(info_path), missing, [f for f in features if f not in DEFAULT_FEATURES])
+            raise missing_features_error(
+                str(info_path), missing, [f for f in features if f not in DEFAULT_FEATURES]
+            )
         kinds = {}
         for name in needed:
             dtype = features[name]["dtype"]
@@ -384,13 +417,17 @@ class LeRobotSource(EpisodeSource):
                 try:
                     np.dtype(dtype)
                 except TypeError:
-                    raise InputError(f"{info_path}: features.{name}: dtype {dtype!r} is not numeric, image or video") from None
+                    raise InputError(
+                        f"{info_path}: features.{name}: dtype {dtype!r} is not numeric, image or video"
+                    ) from None
                 kinds[name] = "numeric"
         videos = [n for n, kind in kinds.items() if kind == "video"]
         if videos:
             _av()
             if not isinstance(info.get("video_path"), str):
-                raise InputError(f"{info_path}: video_path: expected a path template for video features {videos}")
+                raise InputError(
+                    f"{info_path}: video_path: expected a path template for video features {videos}"
+                )
         # The template itself must stay inside the dataset, whatever indices fill it.
         _templated(root, info["data_path"], f"{info_path}: data_path", chunk_index=0, file_index=0)
         tasks = read_tasks(root)
@@ -402,25 +439,33 @@ class LeRobotSource(EpisodeSource):
             by_file.setdefault((int(row["data/chunk_index"]), int(row["data/file_index"])), []).append(row)
         episodes = []
         for (chunk, number), rows in sorted(by_file.items()):
-            path = _templated(root, info["data_path"], f"{info_path}: data_path", chunk_index=chunk, file_index=number)
+            path = _templated(
+                root, info["data_path"], f"{info_path}: data_path", chunk_index=chunk, file_index=number
+            )
             episodes.extend(self._read_data_file(root, path, rows, features, kinds, tasks))
         return episodes
 
-    def _read_data_file(self, root: Path, path: Path, rows: list[dict], features: dict, kinds: dict, tasks: dict) -> list[Episode]:
+    def _read_data_file(
+        self, root: Path, path: Path, rows: list[dict], features: dict, kinds: dict, tasks: dict
+    ) -> list[Episode]:
         parquet = _parquet_file(path)
         available = parquet.schema_arrow.names
         if "episode_index" not in available:
             raise InputError(f"{path}: column 'episode_index' missing; columns: {available}")
         missing = [n for n, kind in kinds.items() if kind != "video" and n not in available]
         if missing:
-            raise InputError(f"{path}: column(s) {missing} (features in {INFO_PATH}) missing; columns: {available}")
+            raise InputError(
+                f"{path}: column(s) {missing} (features in {INFO_PATH}) missing; columns: {available}"
+            )
         wanted = ["episode_index"] + [c for c in ("frame_index", "timestamp", "task_index") if c in available]
         wanted += [n for n, kind in kinds.items() if kind == "numeric"]
         table = _read(path, wanted, parquet)
         episode_column = table.column("episode_index").to_numpy()
         frame_column = table.column("frame_index").to_numpy() if "frame_index" in available else None
         order = (
-            np.lexsort((frame_column, episode_column)) if frame_column is not None else np.argsort(episode_column, kind="stable")
+            np.lexsort((frame_column, episode_column))
+            if frame_column is not None
+            else np.argsort(episode_column, kind="stable")
         )
         sorted_episodes = episode_column[order]
         numeric = {
@@ -433,37 +478,55 @@ class LeRobotSource(EpisodeSource):
         listed = {int(r["episode_index"]) for r in rows}
         unlisted = sorted(set(np.unique(episode_column).tolist()) - listed)
         if unlisted:
-            raise InputError(f"{path}: rows of episode(s) {unlisted[:10]} have no entry in {EPISODES_DIR} pointing at this file")
+            raise InputError(
+                f"{path}: rows of episode(s) {unlisted[:10]} have no entry in {EPISODES_DIR} pointing at this file"
+            )
 
         episodes = []
         for row in rows:
             index = int(row["episode_index"])
             where = f"{path}: episode {index}"
-            lo, hi = np.searchsorted(sorted_episodes, index, side="left"), np.searchsorted(sorted_episodes, index, side="right")
+            lo, hi = (
+                np.searchsorted(sorted_episodes, index, side="left"),
+                np.searchsorted(sorted_episodes, index, side="right"),
+            )
             positions = order[lo:hi]
             n = len(positions)
             if n == 0:
                 raise InputError(f"{where}: no rows, though {row['_file']} places the episode in this file")
             length = row.get("length")
-            if length is None and row.get("dataset_to_index") is not None and row.get("dataset_from_index") is not None:
+            if (
+                length is None
+                and row.get("dataset_to_index") is not None
+                and row.get("dataset_from_index") is not None
+            ):
                 length = row["dataset_to_index"] - row["dataset_from_index"]
             if length is not None and int(length) != n:
                 raise InputError(f"{where}: {n} rows, but {row['_file']} gives length {length}")
             if frame_column is not None and not np.array_equal(frame_column[positions], np.arange(n)):
                 raise InputError(f"{where}: frame_index is not 0 .. {n - 1} without gaps or repeats")
             contiguous = n == positions[-1] - positions[0] + 1 and bool(np.all(np.diff(positions) == 1))
-            pick = (lambda a: a[positions[0] : positions[0] + n]) if contiguous else (lambda a: a[positions])
+            selection = slice(positions[0], positions[0] + n) if contiguous else positions  # a slice: views
             data: dict[str, Any] = {}
             for name, kind in kinds.items():
                 if kind == "numeric":
-                    data[name] = pick(numeric[name])
+                    data[name] = numeric[name][selection]
                 elif kind == "image":
-                    data[name] = ParquetImageFrames(root, path, name, positions.copy(), (n,) + _visual_shape(features[name]))
+                    data[name] = ParquetImageFrames(
+                        root, path, name, positions.copy(), (n,) + _visual_shape(features[name])
+                    )
                 else:
-                    data[name] = self._video(root, row, name, features[name], pick(timestamps) if timestamps is not None else None, n)
+                    data[name] = self._video(
+                        root,
+                        row,
+                        name,
+                        features[name],
+                        timestamps[selection] if timestamps is not None else None,
+                        n,
+                    )
             instruction, per_frame = None, None
             if task_column is not None:
-                indices = pick(task_column)
+                indices = task_column[selection]
                 unknown = sorted(set(np.unique(indices).tolist()) - set(tasks))
                 if unknown:
                     raise InputError(f"{where}: task_index {unknown} not in {TASKS_PATH}")
@@ -472,26 +535,50 @@ class LeRobotSource(EpisodeSource):
                     per_frame = np.array([tasks[int(i)] for i in indices], dtype=object)
             elif row.get("tasks"):
                 instruction = str(row["tasks"][0])
-            episodes.append(Episode(data=data, instruction=instruction, index=index, source=str(path), frame_instructions=per_frame))
+            episodes.append(
+                Episode(
+                    data=data,
+                    instruction=instruction,
+                    index=index,
+                    source=str(path),
+                    frame_instructions=per_frame,
+                )
+            )
         return episodes
 
-    def _video(self, root: Path, row: dict, key: str, feature: dict, timestamps: np.ndarray | None, n: int) -> VideoFrames:
+    def _video(
+        self, root: Path, row: dict, key: str, feature: dict, timestamps: np.ndarray | None, n: int
+    ) -> VideoFrames:
         info_path = root / INFO_PATH
         prefix = f"videos/{key}/"
         columns = [prefix + "chunk_index", prefix + "file_index"]
         absent = [c for c in columns if row.get(c) is None]
         if absent:
-            raise InputError(f"{row['_file']}: episode {row['episode_index']}: column(s) {absent} missing for video feature {key!r}")
+            raise InputError(
+                f"{row['_file']}: episode {row['episode_index']}: column(s) {absent} missing for video feature {key!r}"
+            )
         path = _templated(
-            root, self.info["video_path"], f"{info_path}: video_path",
-            video_key=key, chunk_index=int(row[columns[0]]), file_index=int(row[columns[1]]),
+            root,
+            self.info["video_path"],
+            f"{info_path}: video_path",
+            video_key=key,
+            chunk_index=int(row[columns[0]]),
+            file_index=int(row[columns[1]]),
         )
         if not path.is_file():
-            raise InputError(f"{path}: video file of feature {key!r} (episode {row['episode_index']}) is missing")
+            raise InputError(
+                f"{path}: video file of feature {key!r} (episode {row['episode_index']}) is missing"
+            )
         start = float(row.get(prefix + "from_timestamp") or 0.0)
         if timestamps is None:
             timestamps = np.arange(n) / float(self.fps)
-        return VideoFrames(path, start + np.asarray(timestamps, dtype=np.float64), float(self.fps), (n,) + _visual_shape(feature), key)
+        return VideoFrames(
+            path,
+            start + np.asarray(timestamps, dtype=np.float64),
+            float(self.fps),
+            (n,) + _visual_shape(feature),
+            key,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,13 +592,20 @@ def _stats(values: np.ndarray, image: bool) -> dict[str, np.ndarray]:
         x = values.reshape(-1, values.shape[-1]).astype(np.float64) / 255.0
         reduce = lambda a: a.reshape(3, 1, 1)  # noqa: E731
     else:
-        x = values.reshape(len(values), -1).astype(np.float64) if values.ndim > 1 else values.astype(np.float64)[:, None]
+        x = (
+            values.reshape(len(values), -1).astype(np.float64)
+            if values.ndim > 1
+            else values.astype(np.float64)[:, None]
+        )
         shape = values.shape[1:] or (1,)
         reduce = lambda a: a.reshape(shape)  # noqa: E731
     with np.errstate(invalid="ignore"):  # NaN in the data is written as it is (readers refuse it)
         return {
-            "min": reduce(x.min(axis=0)), "max": reduce(x.max(axis=0)), "mean": reduce(x.mean(axis=0)),
-            "std": reduce(x.std(axis=0)), "count": np.array([len(values)]),
+            "min": reduce(x.min(axis=0)),
+            "max": reduce(x.max(axis=0)),
+            "mean": reduce(x.mean(axis=0)),
+            "std": reduce(x.std(axis=0)),
+            "count": np.array([len(values)]),
         }
 
 
@@ -522,8 +616,11 @@ def _aggregate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     mean = (weights * means).sum(0)
     second = (weights * (np.stack([p["std"] for p in parts]) ** 2 + means**2)).sum(0)
     return {
-        "min": np.min([p["min"] for p in parts], axis=0), "max": np.max([p["max"] for p in parts], axis=0),
-        "mean": mean, "std": np.sqrt(np.maximum(second - mean**2, 0.0)), "count": np.array([int(counts.sum())]),
+        "min": np.min([p["min"] for p in parts], axis=0),
+        "max": np.max([p["max"] for p in parts], axis=0),
+        "mean": mean,
+        "std": np.sqrt(np.maximum(second - mean**2, 0.0)),
+        "count": np.array([int(counts.sum())]),
     }
 
 
@@ -558,16 +655,45 @@ def _tasks_table(texts: list[str]):
     pa, _ = _arrow()
     pandas_meta = {
         "index_columns": ["__index_level_0__"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
-            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": None,
+                "field_name": "__index_level_0__",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.0",
     }
-    schema = pa.schema([("task_index", pa.int64()), ("__index_level_0__", pa.string())], metadata={b"pandas": json.dumps(pandas_meta).encode()})
-    return pa.table({"task_index": pa.array(range(len(texts)), pa.int64()), "__index_level_0__": pa.array(texts, pa.string())}, schema=schema)
+    schema = pa.schema(
+        [("task_index", pa.int64()), ("__index_level_0__", pa.string())],
+        metadata={b"pandas": json.dumps(pandas_meta).encode()},
+    )
+    return pa.table(
+        {
+            "task_index": pa.array(range(len(texts)), pa.int64()),
+            "__index_level_0__": pa.array(texts, pa.string()),
+        },
+        schema=schema,
+    )
 
 
 def write_lerobot_dataset(
@@ -591,14 +717,20 @@ def write_lerobot_dataset(
         raise InputError(f"write_lerobot_dataset: fps must be positive, got {fps}")
     fps = int(fps) if float(fps).is_integer() else float(fps)
     if episodes_per_file is not None and episodes_per_file < 1:
-        raise InputError(f"write_lerobot_dataset: episodes_per_file must be at least 1, got {episodes_per_file}")
+        raise InputError(
+            f"write_lerobot_dataset: episodes_per_file must be at least 1, got {episodes_per_file}"
+        )
     first = prepared[0][0]
     spec: dict[str, dict] = {}
     for name, value in first.items():
         if "/" in name or name in DEFAULT_FEATURES:
             raise InputError(f"write_lerobot_dataset: feature name {name!r} is reserved or contains '/'")
         if is_image(value):
-            spec[name] = {"dtype": "image", "shape": list(value.shape[1:]), "names": ["height", "width", "channels"]}
+            spec[name] = {
+                "dtype": "image",
+                "shape": list(value.shape[1:]),
+                "names": ["height", "width", "channels"],
+            }
         elif np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_:
             shape = list(value.shape[1:]) or [1]
             names = [f"{name}.{i}" for i in range(shape[0])] if len(shape) == 1 and shape[0] > 1 else None
@@ -607,10 +739,14 @@ def write_lerobot_dataset(
             raise InputError(f"write_lerobot_dataset: feature {name!r} has unsupported dtype {value.dtype}")
     for i, (arrays, _) in enumerate(prepared):
         if set(arrays) != set(first):
-            raise InputError(f"episode {i}: features {sorted(arrays)} differ from episode 0's {sorted(first)}")
+            raise InputError(
+                f"episode {i}: features {sorted(arrays)} differ from episode 0's {sorted(first)}"
+            )
         for name, value in arrays.items():
             if value.shape[1:] != first[name].shape[1:] or value.dtype != first[name].dtype:
-                raise InputError(f"episode {i}: {name} is {value.dtype} {value.shape[1:]} per frame, episode 0 has {first[name].dtype} {first[name].shape[1:]}")
+                raise InputError(
+                    f"episode {i}: {name} is {value.dtype} {value.shape[1:]} per frame, episode 0 has {first[name].dtype} {first[name].shape[1:]}"
+                )
 
     tasks: dict[str, int] = {}
     for _, task in prepared:
@@ -618,7 +754,11 @@ def write_lerobot_dataset(
     per_file = episodes_per_file or len(prepared)
     all_features = {**spec, **DEFAULT_FEATURES}
     hf_features = {
-        n: _hf_feature(f["dtype"], tuple(f["shape"]) if f["shape"] != [1] else (), "image" if f["dtype"] == "image" else "numeric")
+        n: _hf_feature(
+            f["dtype"],
+            tuple(f["shape"]) if f["shape"] != [1] else (),
+            "image" if f["dtype"] == "image" else "numeric",
+        )
         for n, f in all_features.items()
     }
     hf_metadata = {b"huggingface": json.dumps({"info": {"features": hf_features}}).encode()}
@@ -659,7 +799,9 @@ def write_lerobot_dataset(
                         names=["bytes", "path"],
                     )
                 else:
-                    columns[name] = _numeric_arrow(value if value.ndim > 1 and spec[name]["shape"] != [1] else value.reshape(n))
+                    columns[name] = _numeric_arrow(
+                        value if value.ndim > 1 and spec[name]["shape"] != [1] else value.reshape(n)
+                    )
             for name, value in bookkeeping.items():
                 columns[name] = pa.array(value)
             table = pa.table(columns).replace_schema_metadata(hf_metadata)
@@ -671,10 +813,15 @@ def write_lerobot_dataset(
             stats.update({name: _stats(value, False) for name, value in bookkeeping.items()})
             episode_stats.append(stats)
             row = {
-                "episode_index": i, "tasks": [task or ""], "length": n,
-                "data/chunk_index": chunk_index, "data/file_index": file_index,
-                "dataset_from_index": global_index, "dataset_to_index": global_index + n,
-                "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+                "episode_index": i,
+                "tasks": [task or ""],
+                "length": n,
+                "data/chunk_index": chunk_index,
+                "data/file_index": file_index,
+                "dataset_from_index": global_index,
+                "dataset_to_index": global_index + n,
+                "meta/episodes/chunk_index": 0,
+                "meta/episodes/file_index": 0,
             }
             for name, values in stats.items():
                 for key, value in values.items():

@@ -23,17 +23,16 @@ Features whose name is `action` or starts with `action.` are chunked; all others
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import DatasetConfig
-from ..errors import ConfigError, InputError, UnknownNameError
+from ..errors import ConfigError, InputError
+from ..lru import LRUCache
 from ..pixels import frame_tensor
 from .base import DataSource, PairedDataset, Sample, Split
 
@@ -89,24 +88,23 @@ class OpenFiles:
     def __init__(self, capacity: int = 64):
         self.capacity = capacity
         self._pid = os.getpid()
-        self._items: OrderedDict[str, tuple[Any, tuple]] = OrderedDict()
+        self._items = self._new()
         self._inherited: list = []
+
+    def _new(self) -> LRUCache[str, tuple[Any, tuple]]:
+        """path -> (handle, the file's identity when it was opened)"""
+        return LRUCache(self.capacity, on_evict=lambda item: self._close(item[0]))
 
     def get(self, path: str, opener: Callable[[str], Any]) -> Any:
         if self._pid != os.getpid():
             self._inherited.append(self._items)
-            self._items, self._pid = OrderedDict(), os.getpid()
+            self._items, self._pid = self._new(), os.getpid()
         identity = file_identity(path)
         item = self._items.get(path)
         if item is not None and item[1] == identity:
-            self._items.move_to_end(path)
             return item[0]
-        if item is not None:
-            self._close(self._items.pop(path)[0])
         handle = opener(path)
-        self._items[path] = (handle, identity)
-        while len(self._items) > self.capacity:
-            self._close(self._items.popitem(last=False)[1][0])
+        self._items.put(path, (handle, identity))  # closes the stale handle, if any
         return handle
 
     @staticmethod
@@ -245,7 +243,9 @@ class RobotDataConfig(DatasetConfig):
         clash = sorted(set(self.features) & masks)
         if clash:
             raise ConfigError(f"features: modality names {clash} clash with padding-mask keys")
-        if self.instruction_key is not None and (not self.instruction_key or self.instruction_key in reserved):
+        if self.instruction_key is not None and (
+            not self.instruction_key or self.instruction_key in reserved
+        ):
             raise ConfigError(
                 f"instruction_key: {self.instruction_key!r} is empty or already used by a feature or mask; "
                 f"used: {sorted(reserved)}"
@@ -253,12 +253,16 @@ class RobotDataConfig(DatasetConfig):
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size: expected at least 1, got {self.chunk_size}")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
-            raise ConfigError(f"image_size: expected [height, width] of positive integers, got {self.image_size}")
+            raise ConfigError(
+                f"image_size: expected [height, width] of positive integers, got {self.image_size}"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction: expected a number in [0, 1), got {self.val_fraction}")
         if self.val_episodes is not None:
             if any(i < 0 for i in self.val_episodes) or len(set(self.val_episodes)) != len(self.val_episodes):
-                raise ConfigError(f"val_episodes: expected distinct non-negative episode indices, got {self.val_episodes}")
+                raise ConfigError(
+                    f"val_episodes: expected distinct non-negative episode indices, got {self.val_episodes}"
+                )
 
 
 def assign_episodes(
@@ -327,7 +331,11 @@ class ActionChunks(PairedDataset):
             if missing:
                 raise missing_features_error(episode.where, missing, list(episode.data))
             check_episode(episode, list(dict.fromkeys(self.features.values())))
-            if instruction_key is not None and episode.instruction is None and episode.frame_instructions is None:
+            if (
+                instruction_key is not None
+                and episode.instruction is None
+                and episode.frame_instructions is None
+            ):
                 raise InputError(
                     f"{episode.where}: instruction_key is {instruction_key!r} but the episode has no task text"
                 )
@@ -393,7 +401,11 @@ class EpisodeSource(DataSource):
                 raise InputError(f"{episode.where}: episode index {episode.index} appears twice")
             seen.add(episode.index)
             check_episode(episode, names)
-            if config.instruction_key is not None and episode.instruction is None and episode.frame_instructions is None:
+            if (
+                config.instruction_key is not None
+                and episode.instruction is None
+                and episode.frame_instructions is None
+            ):
                 raise InputError(
                     f"{episode.where}: instruction_key is {config.instruction_key!r} but the episode has no "
                     f"task text{self.instruction_hint}"
@@ -422,7 +434,12 @@ class EpisodeSource(DataSource):
         if name not in self._splits:
             c = self.config
             self._splits[name] = ActionChunks(
-                self.episodes_of(name), c.features, c.chunk_size, c.instruction_key, c.image_size, c.seed,
+                self.episodes_of(name),
+                c.features,
+                c.chunk_size,
+                c.instruction_key,
+                c.image_size,
+                c.seed,
                 check=False,  # done when the source was built
             )
         return self._splits[name]
@@ -434,11 +451,15 @@ class EpisodeSource(DataSource):
         train = self.episodes_of("train")
         for name in names:
             if name not in self.config.features:
-                raise ConfigError(f"statistics: {name!r} is not a modality of this dataset; modalities: {sorted(self.config.features)}")
+                raise ConfigError(
+                    f"statistics: {name!r} is not a modality of this dataset; modalities: {sorted(self.config.features)}"
+                )
             feature = self.config.features[name]
             if name not in self._statistics:
                 if any(is_image(e.data[feature]) for e in train):
-                    raise InputError(f"statistics: {name!r} ({feature}) is an image feature; statistics cover vector features only")
+                    raise InputError(
+                        f"statistics: {name!r} ({feature}) is an image feature; statistics cover vector features only"
+                    )
                 values = np.concatenate([np.asarray(e.data[feature], dtype=np.float64) for e in train])
                 self._statistics[name] = (
                     values.mean(axis=0).astype(np.float32),
@@ -455,7 +476,9 @@ class EpisodeSource(DataSource):
 _TASK_KEYS = ("task", "instruction")
 
 
-def episode_to_write(item: Episode | Mapping[str, Any], position: int) -> tuple[dict[str, np.ndarray], str | None]:
+def episode_to_write(
+    item: Episode | Mapping[str, Any], position: int
+) -> tuple[dict[str, np.ndarray], str | None]:
     """(feature arrays, task) of an episode handed to a writer, checked for equal lengths."""
     if isinstance(item, Episode):
         data, task = dict(item.data), item.instruction
@@ -464,7 +487,9 @@ def episode_to_write(item: Episode | Mapping[str, Any], position: int) -> tuple[
         tasks = [item[k] for k in _TASK_KEYS if k in item and item[k] is not None]
         task = tasks[0] if tasks else None
     else:
-        raise InputError(f"episode {position}: expected an Episode or a mapping feature -> array, got {type(item).__name__}")
+        raise InputError(
+            f"episode {position}: expected an Episode or a mapping feature -> array, got {type(item).__name__}"
+        )
     if task is not None and not isinstance(task, str):
         raise InputError(f"episode {position}: the task must be a string, got {type(task).__name__}")
     arrays = {}

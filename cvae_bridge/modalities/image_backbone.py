@@ -18,7 +18,6 @@ network then runs about once per frame instead of once per sample. `finetune: tr
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from torch import nn
 from ..config import EncoderConfig
 from ..errors import ConfigError, InputError
 from ..imagenet import PIXEL_MEAN, PIXEL_STD, RESNET_MEAN, RESNET_STD, load_efficientnet_lite0, load_resnet18
+from ..lru import LRUCache
 from ..nn import sine_positions_2d
 from ..registry import register_encoder
 from .base import Encoder, Tokens, check_tensor
@@ -126,7 +126,7 @@ class ImageBackboneEncoder(Encoder):
                     module.requires_grad_(True)
         self.backbone.eval()
         self.out = nn.Conv2d(channels, d_model, 1)
-        self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.cache: LRUCache[bytes, torch.Tensor] = LRUCache(config.cache_size)
 
     def train(self, mode: bool = True) -> ImageBackboneEncoder:
         super().train(mode)
@@ -168,13 +168,12 @@ class ImageBackboneEncoder(Encoder):
         missing = list(
             {key: i for i, key in enumerate(keys) if key not in self.cache}.values()
         )  # one per new image
+        found = {}
         if missing:
-            features = self.backbone((images[missing] - self.mean) / self.std)
-            for i, feature in zip(missing, features):
-                self.cache[keys[i]] = feature.clone()  # a view would keep the whole batch alive
-        for key in keys:
-            self.cache.move_to_end(key)
-        features = torch.stack([self.cache[key] for key in keys])
-        while len(self.cache) > self.config.cache_size:
-            self.cache.popitem(last=False)
-        return features
+            computed = self.backbone((images[missing] - self.mean) / self.std)
+            # clone: a view would keep the whole batch alive in the cache
+            found = {keys[i]: feature.clone() for i, feature in zip(missing, computed)}
+        features = [found[key] if key in found else self.cache.get(key) for key in keys]
+        for key, feature in zip(keys, features):
+            self.cache.put(key, feature)
+        return torch.stack(features)

