@@ -62,13 +62,13 @@ def _replay(args: argparse.Namespace) -> int:
     import json
 
     from .evaluation.replay import replay_episodes
+    from .files import atomic_write_text
 
     report = replay_episodes(
         args.model, args.data, args.episodes, args.query_period, args.temporal_ensemble, args.device
     )
     out = Path(args.out or Path(args.model).parent / "replay.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    atomic_write_text(out, json.dumps(report, indent=2))
     for row in report["episodes"]:
         print(f"  episode {row['episode']:>5}: L1 {row['l1']:.4f} over {row['frames']} frames")
     print(

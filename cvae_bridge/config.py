@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 import yaml
 
 from .errors import ConfigError
+from .files import atomic_write_text
 from .registry import REGISTRIES
 
 C = TypeVar("C")
@@ -356,4 +357,4 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def write_yaml(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None))
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None))

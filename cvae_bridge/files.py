@@ -1,4 +1,8 @@
-"""File helpers that keep good data safe: atomic folder writes and paths confined to a root."""
+"""File helpers that keep good data safe: atomic folder and file writes, paths confined to a root.
+
+Training checkpoints are the one writer that does not use these: every process of a distributed
+run writes into the same temporary folder, which the main process renames (training/checkpoints.py).
+"""
 
 from __future__ import annotations
 
@@ -45,6 +49,24 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file beside it: readers see the old file or the
+    new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def restore_retired(path: str | Path) -> None:

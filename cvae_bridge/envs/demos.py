@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +31,7 @@ from typing import Any
 
 from ..data.lerobot import INFO_PATH, write_lerobot_dataset
 from ..errors import ConfigError, InputError
+from ..files import atomic_write_text
 from . import IMAGE_SIZE, check_image_size, list_tasks, scripted_episodes
 
 EVAL_SEED = 100_000  # first seed of rollout evaluation, far above the demonstrations'
@@ -137,14 +137,14 @@ def generate_demos(
         "time_s": time.perf_counter() - start,
         "episodes": rows,
     }
-    _write_json(out / DEMOS_FILE, report)
+    atomic_write_text(out / DEMOS_FILE, json.dumps(report, indent=2))
     # Readers of the dataset alone (LeRobot tools) see where it came from and what was kept.
     info = json.loads((out / INFO_PATH).read_text())
     info["demos"] = {
         key: report[key] for key in ("suite", "seed", "episodes_per_task", "kept", "mean_success_rate")
     }
     info["demos"]["details"] = DEMOS_FILE
-    _write_json(out / INFO_PATH, info)
+    atomic_write_text(out / INFO_PATH, json.dumps(info, indent=2))
     return report
 
 
@@ -182,10 +182,3 @@ def format_demos_report(report: dict[str, Any]) -> str:
         f"kept {report['kept']}: {report['total_episodes']} episodes, {report['total_frames']} frames"
     )
     return "\n".join(lines)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write through a temporary file, so that a crash never leaves half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)

@@ -33,6 +33,7 @@ from ..config import RunConfig
 from ..data import DataSource, build_source
 from ..data.base import to_device
 from ..errors import ConfigError
+from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..model import ConditionalVAE
 from ..pixels import save_image_grid
@@ -80,8 +81,8 @@ def evaluate(
     skipped.update({f"picture {name}": why for name, why in notes.items()})
     seconds["pictures"] = round(time.perf_counter() - start, 1)
     metrics.update(skipped=skipped, seconds=seconds)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "metrics.md").write_text(markdown_table(metrics))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out_dir / "metrics.md", markdown_table(metrics))
     return metrics
 
 

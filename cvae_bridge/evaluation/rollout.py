@@ -34,6 +34,7 @@ import numpy as np
 from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
 from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
 from ..errors import ConfigError
+from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..pipelines.policy import ActionChunkPolicy
 
@@ -129,8 +130,8 @@ def evaluate_policy(
     }
     out = Path(out) if out is not None else Path(model_dir).parent / "rollout"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "success.json").write_text(json.dumps(report, indent=2))
-    (out / "success.md").write_text(markdown_table(report))
+    atomic_write_text(out / "success.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "success.md", markdown_table(report))
     return report
 
 

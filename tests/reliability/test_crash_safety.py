@@ -20,7 +20,7 @@ from reliability_helpers import assert_same_weights, cli_env, final_weights, run
 from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, hub
-from cvae_bridge.files import atomic_directory
+from cvae_bridge.files import atomic_directory, atomic_write_text
 from cvae_bridge.training import checkpoints, train
 from cvae_bridge.training.checkpoints import list_checkpoints
 
@@ -62,6 +62,18 @@ def test_atomic_directory_keeps_the_old_folder_when_the_body_raises(tmp_path):
 def failing_save_file(tensors, filename, metadata=None):
     Path(filename).write_bytes(b"\x00" * 10)  # a partial file, then the disk fills up
     raise OSError(28, "No space left on device")
+
+
+def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = atomic_write_text(tmp_path / "report.json", "old")
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("cvae_bridge.files.os.replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
 def test_failed_save_pretrained_keeps_the_previous_model(tmp_path, monkeypatch):
