@@ -21,6 +21,7 @@ initial states it was trained on; `cvae_bridge.evaluation.rollout` checks this a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import time
@@ -29,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..data.lerobot import INFO_PATH, write_lerobot_dataset
+from ..data.lerobot import INFO_PATH, LeRobotDatasetWriter
 from ..errors import ConfigError, InputError
 from ..files import atomic_write_text
 from . import IMAGE_SIZE, check_image_size, list_tasks, scripted_episodes
@@ -83,44 +84,47 @@ def generate_demos(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected a positive int, got {value!r}")
     start = time.perf_counter()
-    kept: list[dict[str, Any]] = []
+    out = Path(out)
     rows: list[dict[str, Any]] = []  # one per kept episode, in dataset order
     per_task: dict[str, dict[str, Any]] = {}
     fps = None
-    for task in task_names:
-        task_start = time.perf_counter()
-        episodes = _expert_episodes(suite, task, episodes_per_task, seed, render, image_size, workers)
-        successes = sum(e.success for e in episodes)
-        chosen = [e for e in episodes if e.success or keep_failures]
-        for episode in chosen:
-            rows.append(
-                {
-                    "episode_index": len(kept),
-                    "task": task,
-                    "seed": episode.seed,
-                    "instruction": episode.instruction,
-                    "success": episode.success,
-                    "length": len(episode),
-                }
+    # Each task's episodes go to the dataset as soon as they exist: one task is held at a time.
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for task in task_names:
+            task_start = time.perf_counter()
+            episodes = _expert_episodes(suite, task, episodes_per_task, seed, render, image_size, workers)
+            successes = sum(e.success for e in episodes)
+            chosen = [e for e in episodes if e.success or keep_failures]
+            fps = episodes[0].fps
+            if chosen and writer is None:
+                writer = stack.enter_context(LeRobotDatasetWriter(out, fps, ROBOT_TYPES[suite]))
+            for episode in chosen:
+                rows.append(
+                    {
+                        "episode_index": len(rows),
+                        "task": task,
+                        "seed": episode.seed,
+                        "instruction": episode.instruction,
+                        "success": episode.success,
+                        "length": len(episode),
+                    }
+                )
+                writer.add({**episode.frames, "action": episode.action, "task": episode.instruction})
+            per_task[task] = {
+                "episodes": len(episodes),
+                "successes": successes,
+                "success_rate": successes / len(episodes),
+                "kept": len(chosen),
+                "seeds": [seed, seed + episodes_per_task - 1],
+                "mean_length": sum(len(e) for e in chosen) / max(len(chosen), 1),
+                "time_s": time.perf_counter() - task_start,
+            }
+            del episodes, chosen
+        if writer is None:
+            raise InputError(
+                f"{suite} {task_names}: no successful expert episode to keep (pass keep_failures=True to keep failures)"
             )
-            kept.append({**episode.frames, "action": episode.action, "task": episode.instruction})
-        fps = episodes[0].fps
-        per_task[task] = {
-            "episodes": len(episodes),
-            "successes": successes,
-            "success_rate": successes / len(episodes),
-            "kept": len(chosen),
-            "seeds": [seed, seed + episodes_per_task - 1],
-            "mean_length": sum(len(e) for e in chosen) / max(len(chosen), 1),
-            "time_s": time.perf_counter() - task_start,
-        }
-    if not kept:
-        raise InputError(
-            f"{suite} {task_names}: no successful expert episode to keep (pass keep_failures=True to keep failures)"
-        )
-
-    out = Path(out)
-    write_lerobot_dataset(out, kept, fps=fps, robot_type=ROBOT_TYPES[suite])
     report = {
         "suite": suite,
         "tasks": per_task,
@@ -132,7 +136,7 @@ def generate_demos(
         "image_size": list(image_size) if render else None,
         "workers": workers,
         "fps": fps,
-        "total_episodes": len(kept),
+        "total_episodes": len(rows),
         "total_frames": sum(r["length"] for r in rows),
         "time_s": time.perf_counter() - start,
         "episodes": rows,

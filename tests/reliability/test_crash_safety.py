@@ -20,6 +20,7 @@ from reliability_helpers import assert_same_weights, cli_env, final_weights, run
 from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, hub
+from cvae_bridge.errors import InputError
 from cvae_bridge.files import atomic_directory, atomic_write_text
 from cvae_bridge.training import checkpoints, train
 from cvae_bridge.training.checkpoints import list_checkpoints
@@ -74,6 +75,24 @@ def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, mon
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_bad_episode_midway_leaves_the_previous_dataset_in_place(tmp_path):
+    """Episodes stream into the writer; the second one is bad, after the first was written."""
+    import numpy as np
+
+    from cvae_bridge.data.lerobot import INFO_PATH, write_lerobot_dataset
+
+    def episodes(width):
+        yield {"observation.state": np.zeros((4, 2), np.float32), "action": np.zeros((4, 2), np.float32)}
+        yield {"observation.state": np.zeros((4, width), np.float32), "action": np.zeros((4, 2), np.float32)}
+
+    folder = write_lerobot_dataset(tmp_path / "data", episodes(2), fps=10)
+    info = (folder / INFO_PATH).read_text()
+    with pytest.raises(InputError, match=r"episode 1: observation.state is float32 \(3,\) per frame"):
+        write_lerobot_dataset(folder, episodes(3), fps=10)
+    assert (folder / INFO_PATH).read_text() == info
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
 def test_failed_save_pretrained_keeps_the_previous_model(tmp_path, monkeypatch):
