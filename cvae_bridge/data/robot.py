@@ -1,6 +1,6 @@
 """Robot episodes as ACT-style action-chunk samples (Zhao et al. 2023), whatever the file format.
 
-Every format reader (`act_hdf5.py`: ACT's `episode_<i>.hdf5` folders; `lerobot.py`: LeRobotDataset
+Every format reader (`act_hdf5.py`: ACT's `episode_<i>.hdf5` folders; `lerobot/`: LeRobotDataset
 v3.0) turns its files into the same in-memory form, a list of `Episode`s: per episode a dict
 feature name -> array over time (first axis = frame), plus the instruction text if any. Feature
 names follow LeRobot: `observation.state`, `observation.velocity`, `observation.environment_state`,

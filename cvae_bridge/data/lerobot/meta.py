@@ -1,0 +1,164 @@
+"""LeRobot v3 metadata: the layout's paths and constants, info.json, tasks and the episodes table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import DependencyError, InputError
+from ...files import confined_path
+
+CODEBASE_VERSION = "v3.0"
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+CHUNK_FILE_PATTERN = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DEFAULT_EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE_PATTERN + ".parquet"
+DEFAULT_DATA_PATH = "data/" + CHUNK_FILE_PATTERN + ".parquet"
+DEFAULT_VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE_PATTERN + ".mp4"
+DEFAULT_CHUNK_SIZE = 1000  # files per chunk folder
+DEFAULT_DATA_FILE_SIZE_IN_MB = 100
+DEFAULT_VIDEO_FILE_SIZE_IN_MB = 500
+DEFAULT_FEATURES = {
+    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+    "index": {"dtype": "int64", "shape": [1], "names": None},
+    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+}
+VISUAL = ("image", "video")
+
+
+def _arrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as error:  # pragma: no cover - pyarrow is in the `data` extra
+        raise DependencyError(
+            'reading LeRobot datasets needs pyarrow: pip install "cvae-bridge[data]"'
+        ) from error
+    return pa, pq
+
+
+def _av():
+    try:
+        import av
+    except ImportError as error:
+        raise DependencyError(
+            'this LeRobot dataset stores images as videos; decoding them needs PyAV: pip install "cvae-bridge[video]"'
+        ) from error
+    return av
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata.
+
+
+def read_info(root: Path) -> dict:
+    """meta/info.json, checked: a v3 codebase version, features, fps, data_path."""
+    path = root / INFO_PATH
+    if not path.is_file():
+        raise InputError(f"{path}: missing; {root} is not a LeRobot dataset folder")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not readable JSON: {error}") from error
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    version = info.get("codebase_version")
+    if not isinstance(version, str) or not version.startswith("v3"):
+        raise InputError(
+            f"{path}: codebase_version {version!r} is not supported; this reader supports LeRobotDataset "
+            f"{CODEBASE_VERSION} (v3.x). Convert older datasets with lerobot's "
+            f"`python -m lerobot.datasets.v30.convert_dataset_v21_to_v30`"
+        )
+    features = info.get("features")
+    if not isinstance(features, dict) or not all(
+        isinstance(f, dict) and "dtype" in f and isinstance(f.get("shape"), (list, tuple))
+        for f in features.values()
+    ):
+        raise InputError(f"{path}: features: expected a mapping name -> {{dtype, shape, names}}")
+    fps = info.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
+        raise InputError(f"{path}: fps: expected a positive number, got {fps!r}")
+    if not isinstance(info.get("data_path"), str):
+        raise InputError(
+            f"{path}: data_path: expected a path template such as {DEFAULT_DATA_PATH!r}, got {info.get('data_path')!r}"
+        )
+    return info
+
+
+def _templated(root: Path, template: str, what: str, **fields: Any) -> Path:
+    try:
+        relative = template.format(**fields)
+    except (KeyError, IndexError, ValueError) as error:
+        raise InputError(
+            f"{what}: template {template!r} cannot be filled with {sorted(fields)}: {error!r}"
+        ) from error
+    return confined_path(root, relative, what)
+
+
+def _parquet_file(path: Path):
+    pa, pq = _arrow()
+    if not path.is_file():
+        raise InputError(f"{path}: parquet file is missing")
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(f"{path}: cannot read parquet file (truncated or corrupt): {error}") from error
+
+
+def _read(path: Path, columns: Sequence[str] | None = None, parquet: Any = None):
+    pa, _ = _arrow()
+    parquet = parquet if parquet is not None else _parquet_file(path)
+    if columns is not None:
+        missing = [c for c in columns if c not in parquet.schema_arrow.names]
+        if missing:
+            raise InputError(f"{path}: column(s) {missing} missing; columns: {parquet.schema_arrow.names}")
+    try:
+        return parquet.read(columns=list(columns) if columns is not None else None)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(f"{path}: cannot read parquet file (truncated or corrupt): {error}") from error
+
+
+def read_tasks(root: Path) -> dict[int, str]:
+    """meta/tasks.parquet as task_index -> text (the text is the pandas index of the table)."""
+    path = root / TASKS_PATH
+    parquet = _parquet_file(path)
+    names = parquet.schema_arrow.names
+    text_column = next((c for c in ("task", "__index_level_0__") if c in names), None)
+    if text_column is None:
+        metadata = parquet.schema_arrow.metadata or {}
+        try:
+            index_columns = json.loads(metadata.get(b"pandas", b"{}")).get("index_columns", [])
+        except (json.JSONDecodeError, AttributeError):
+            index_columns = []
+        text_column = next((c for c in index_columns if isinstance(c, str) and c in names), None)
+    if text_column is None or "task_index" not in names:
+        raise InputError(
+            f"{path}: expected columns task_index and the task text (task or the pandas index); columns: {names}"
+        )
+    table = _read(path, [text_column, "task_index"], parquet)
+    texts, indices = table.column(0).to_pylist(), table.column(1).to_pylist()
+    return {int(i): str(t) for t, i in zip(texts, indices)}
+
+
+def read_episodes_metadata(root: Path) -> list[dict]:
+    """Every row of meta/episodes/chunk-*/file-*.parquet (stats columns left out)."""
+    files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise InputError(f"{root / EPISODES_DIR}: no chunk-*/file-*.parquet episode metadata files")
+    rows = []
+    for path in files:
+        parquet = _parquet_file(path)
+        columns = [c for c in parquet.schema_arrow.names if not c.startswith("stats/")]
+        for required in ("episode_index", "data/chunk_index", "data/file_index"):
+            if required not in columns:
+                raise InputError(f"{path}: column {required!r} missing; columns: {columns}")
+        for row in _read(path, columns, parquet).to_pylist():
+            row["_file"] = path
+            rows.append(row)
+    return rows
