@@ -15,8 +15,8 @@ from torch import nn
 
 from .config import PosteriorConfig, PriorConfig, component
 from .errors import ConfigError
+from .layers import masked_mean, mlp, transformer_encoder
 from .modalities.base import Tokens
-from .nn import masked_mean, mlp, transformer_encoder
 from .registry import POSTERIORS, PRIORS, register_posterior, register_prior
 
 LOG_2PI = math.log(2 * math.pi)

@@ -1,4 +1,15 @@
-"""Datasets: paired image/text sets and robot episodes. Importing registers the built-in sources."""
+"""Datasets: paired image/text sets and robot episodes. Importing registers the built-in sources.
+
+    base.py       DataSource (a registered dataset: splits, statistics), PairedDataset, collate
+    images/       paired image / caption sources: mnist, fashion_mnist, digits, imagefolder,
+                  hf_dataset, and the caption templates
+    robot.py      robot episodes as action-chunk samples, lazy frames, the open-file cache
+    act_hdf5.py   ACT's episode_<i>.hdf5 folders (read and write)
+    lerobot/      LeRobotDataset v3.0 folders (metadata, frames, reader, writer)
+
+Imports the core's small modules (config, errors, files, lru, pixels, registry) only; never the
+model, training, evaluation, pipelines or envs (tests/test_layering.py).
+"""
 
 from . import act_hdf5, images, lerobot  # noqa: F401
 from .base import DataSource, PairedDataset, Sample, Split

@@ -6,7 +6,7 @@ Suites and tasks:
                  following ACT's recipe (scripted end-effector trajectory, replayed in joint space).
 
     make_env(suite, task, seed, render=False, image_size=IMAGE_SIZE)     -> RobotEnv
-    scripted_episodes(suite, task, num_episodes, seed, render=False, ...) -> list[Episode]  (episode i uses seed + i)
+    scripted_episodes(suite, task, num_episodes, seed, render=False, ...) -> list[ExpertEpisode]  (episode i uses seed + i)
     list_tasks(suite), instructions(suite, task, split)   -> task names, instruction phrasings
 
 Observations are dicts keyed by LeRobot feature names: "observation.state" (float32),
@@ -171,7 +171,7 @@ class RenderError(RuntimeError):
 
 
 @dataclass
-class Episode:
+class ExpertEpisode:
     """One recorded episode. `frames[k][t]` is the observation before `action[t]` was applied."""
 
     frames: dict[str, np.ndarray]  # observation key -> (T, ...) array
@@ -294,9 +294,9 @@ def scripted_episodes(
     *,
     render: bool = False,
     image_size: Sequence[int] = IMAGE_SIZE,
-) -> list[Episode]:
+) -> list[ExpertEpisode]:
     """Episodes of the task's scripted expert, episode i from seed + i, failures included
-    (`Episode.success` tells them apart)."""
+    (`ExpertEpisode.success` tells them apart)."""
     _check_task(suite, task)
     if not isinstance(num_episodes, (int, np.integer)) or isinstance(num_episodes, bool) or num_episodes < 0:
         raise ConfigError(f"num_episodes must be a non-negative int, got {num_episodes!r}")

@@ -31,7 +31,7 @@ from gym_aloha.constants import (
 )
 from gym_aloha.utils import sample_box_pose, sample_insertion_pose
 
-from . import ENV_STATE, IMAGE, STATE, Episode, RobotEnv, draw_instruction, make_renderer, stack_frames
+from . import ENV_STATE, IMAGE, STATE, ExpertEpisode, RobotEnv, draw_instruction, make_renderer, stack_frames
 from .aloha_scripted import EPISODE_STEPS, scripted_joint_commands
 
 MAX_REWARD = 4
@@ -145,7 +145,7 @@ def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int])
 
 def scripted_episodes(
     task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]
-) -> list[Episode]:
+) -> list[ExpertEpisode]:
     """ACT's recipe: scripted end-effector trajectory -> joint commands -> replayed here; the replay is kept."""
     env = AlohaEnv(task, 0, render, image_size)
     episodes = []
@@ -158,7 +158,7 @@ def scripted_episodes(
                 frames.append(obs)
                 obs, success, _ = env.step(command)
             episodes.append(
-                Episode(
+                ExpertEpisode(
                     frames=stack_frames(frames),
                     action=commands,
                     instruction=draw_instruction("aloha", task, seed),

@@ -29,7 +29,7 @@ from metaworld.env_dict import MT10_V3, MT10_V3_ARGS_KWARGS
 from metaworld.policies import ENV_POLICY_MAP
 from metaworld.types import Task
 
-from . import IMAGE, STATE, Episode, RobotEnv, draw_instruction, make_renderer, stack_frames
+from . import IMAGE, STATE, ExpertEpisode, RobotEnv, draw_instruction, make_renderer, stack_frames
 
 CAMERA = (
     "corner2"  # the usual Meta-World camera; it is mounted upside down, so images are rotated 180 degrees
@@ -91,7 +91,7 @@ def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int])
 
 def scripted_episodes(
     task: str, seeds: list[int], *, render: bool, image_size: tuple[int, int]
-) -> list[Episode]:
+) -> list[ExpertEpisode]:
     if not seeds:
         return []
     env = MetaWorldEnv(task, seeds[0], render, image_size)
@@ -101,7 +101,7 @@ def scripted_episodes(
         env.close()
 
 
-def _expert_episode(env: MetaWorldEnv, expert, seed: int) -> Episode:
+def _expert_episode(env: MetaWorldEnv, expert, seed: int) -> ExpertEpisode:
     obs = env.reset(seed)
     frames, actions, solved_at = [], [], None
     while env.steps < env.max_steps and (solved_at is None or env.steps < solved_at + SUCCESS_TAIL):
@@ -113,7 +113,7 @@ def _expert_episode(env: MetaWorldEnv, expert, seed: int) -> Episode:
         obs, success, _ = env.step(action)
         if success and solved_at is None:
             solved_at = env.steps
-    return Episode(
+    return ExpertEpisode(
         frames=stack_frames(frames),
         action=np.stack(actions),
         instruction=draw_instruction("metaworld", env.task, seed),

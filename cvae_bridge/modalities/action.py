@@ -17,7 +17,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
-from ..nn import sine_positions_1d, transformer_encoder
+from ..layers import sine_positions_1d, transformer_encoder
 from ..registry import register_decoder, register_encoder
 from .base import Decoder, Encoder, Tokens, check_tensor
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
 from ..errors import ConfigError, InputError
-from ..nn import AttentionPool, sine_positions_2d
+from ..layers import AttentionPool, sine_positions_2d
 from ..registry import register_decoder, register_encoder
 from .base import Decoder, Encoder, Tokens, check_tensor
 

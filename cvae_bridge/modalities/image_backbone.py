@@ -28,8 +28,8 @@ from torch import nn
 from ..config import EncoderConfig
 from ..errors import ConfigError, InputError
 from ..imagenet import PIXEL_MEAN, PIXEL_STD, RESNET_MEAN, RESNET_STD, load_efficientnet_lite0, load_resnet18
+from ..layers import sine_positions_2d
 from ..lru import LRUCache
-from ..nn import sine_positions_2d
 from ..registry import register_encoder
 from .base import Encoder, Tokens, check_tensor
 

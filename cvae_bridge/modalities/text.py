@@ -22,8 +22,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..config import EncoderConfig
 from ..errors import ConfigError, InputError
+from ..layers import masked_mean
 from ..lru import LRUCache
-from ..nn import masked_mean
 from ..registry import register_encoder
 from .base import Encoder, Tokens
 

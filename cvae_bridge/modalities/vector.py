@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig
 from ..errors import ConfigError, InputError
-from ..nn import AttentionPool
+from ..layers import AttentionPool
 from ..registry import register_decoder, register_encoder
 from .base import Decoder, Encoder, Tokens, check_tensor
 

@@ -13,7 +13,7 @@ from cvae_bridge.envs import (
     IMAGE,
     IMAGE_SIZE,
     STATE,
-    Episode,
+    ExpertEpisode,
     RenderError,
     instructions,
     list_tasks,
@@ -41,7 +41,7 @@ def needs(*modules):
         pytest.importorskip(module)
 
 
-def assert_same_episode(a: Episode, b: Episode):
+def assert_same_episode(a: ExpertEpisode, b: ExpertEpisode):
     assert a.frames.keys() == b.frames.keys()
     for key in a.frames:
         np.testing.assert_array_equal(a.frames[key], b.frames[key])
