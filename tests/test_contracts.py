@@ -32,7 +32,7 @@ def plugin_components() -> dict[str, dict[str, type]]:
     registries (other tests list what is registered)."""
     registries = [registry.ENCODERS, registry.DECODERS, registry.DATASETS]
     before = [dict(r._items) for r in registries]
-    sys.path.insert(0, str(ROOT / "tools" / "plugin_template"))
+    sys.path.insert(0, str(ROOT / "examples" / "plugin_template"))
     try:
         import cvae_bridge_waveform  # noqa: F401  (registers on import)
     finally:

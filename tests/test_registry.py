@@ -160,10 +160,10 @@ def test_a_broken_plugin_names_itself(monkeypatch):
 
 
 def test_installed_plugin_package_trains_a_model(tmp_path):
-    """pip-installs tools/plugin_template into its own folder and, in a fresh interpreter that
+    """pip-installs examples/plugin_template into its own folder and, in a fresh interpreter that
     sees it, lists its parts and trains a model on its modality and dataset with the CLI."""
     target, source = tmp_path / "site", tmp_path / "plugin"
-    shutil.copytree(ROOT / "tools" / "plugin_template", source)  # the build writes beside the sources
+    shutil.copytree(ROOT / "examples" / "plugin_template", source)  # the build writes beside the sources
     subprocess.run(
         [
             sys.executable,

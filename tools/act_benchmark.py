@@ -23,16 +23,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from cvae_bridge import ConditionalVAE
+from cvae_bridge.config import load_run_config
+from cvae_bridge.pipelines import ActionChunkPolicy
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from cvae_bridge import ConditionalVAE  # noqa: E402
-from cvae_bridge.config import load_run_config  # noqa: E402
-from cvae_bridge.pipelines import ActionChunkPolicy  # noqa: E402
-
 CAMERA = (480, 640)
 
 

@@ -26,11 +26,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from cvae_bridge.config import load_run_config  # noqa: E402
-from cvae_bridge.evaluation import evaluate  # noqa: E402
-from cvae_bridge.training import train  # noqa: E402
+from cvae_bridge.config import load_run_config
+from cvae_bridge.evaluation import evaluate
+from cvae_bridge.training import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PYTHAE_VAE_NLL = 89.78

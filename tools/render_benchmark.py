@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from cvae_bridge.envs import make_env  # noqa: E402
+from cvae_bridge.envs import make_env
 
 
 def seconds_per_step(commands, size: tuple[int, int] | None) -> float:

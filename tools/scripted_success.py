@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from cvae_bridge.envs import list_tasks, scripted_episodes  # noqa: E402
+from cvae_bridge.envs import list_tasks, scripted_episodes
 
 
 def main(argv: list[str] | None = None) -> int:

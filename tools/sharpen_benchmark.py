@@ -18,9 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classic_vaes import run  # noqa: E402  (the same train-then-evaluate step)
+from classic_vaes import run  # the same train-then-evaluate step
 
 DATASETS = ("mnist", "fashion_mnist")
 

@@ -27,12 +27,10 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from cvae_bridge.config import load_run_config  # noqa: E402
-from cvae_bridge.envs.demos import DEMOS_FILE, format_demos_report, generate_demos  # noqa: E402
-from cvae_bridge.evaluation.rollout import evaluate_policy  # noqa: E402
-from cvae_bridge.training import train  # noqa: E402
+from cvae_bridge.config import load_run_config
+from cvae_bridge.envs.demos import DEMOS_FILE, format_demos_report, generate_demos
+from cvae_bridge.evaluation.rollout import evaluate_policy
+from cvae_bridge.training import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
