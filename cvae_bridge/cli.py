@@ -7,6 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .envs.suites import SUITES
+
 
 def _train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
@@ -219,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     demos = commands.add_parser(
         "demos", help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset"
     )
-    demos.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
+    demos.add_argument("--suite", required=True, choices=list(SUITES))
     demos.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
@@ -254,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rollout", help="run a trained policy in the simulator; success per task in success.json / success.md"
     )
     rollout.add_argument("--model", required=True, help="a model folder written by training")
-    rollout.add_argument("--suite", required=True, choices=["metaworld", "aloha"])
+    rollout.add_argument("--suite", required=True, choices=list(SUITES))
     rollout.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )

@@ -7,6 +7,7 @@ Suites and tasks:
 
     make_env(suite, task, seed, render=False, image_size=IMAGE_SIZE)     -> RobotEnv
     scripted_episodes(suite, task, num_episodes, seed, render=False, ...) -> list[ExpertEpisode]  (episode i uses seed + i)
+    list_suites(), get_suite(suite)                       -> the suites declared in suites.py
     list_tasks(suite), instructions(suite, task, split)   -> task names, instruction phrasings
 
 Observations are dicts keyed by LeRobot feature names: "observation.state" (float32),
@@ -17,7 +18,9 @@ same actions then give the same trajectory; a camera renders natively at its siz
 see frames rendered the way it was trained, not resized ones).
 
 This module imports no simulator: mujoco, metaworld and gym_aloha are imported by the suite
-modules (`metaworld.py`, `aloha.py`) when an environment is first built.
+modules (`metaworld.py`, `aloha.py`) when an environment is first built. `demos.py` writes expert
+demonstrations as LeRobot datasets. The package imports `data` (to write them) and the core's small
+modules, never the model, training, evaluation or pipelines.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DependencyError, InputError, UsageError
+from .suites import SUITES, Suite
 
 STATE = "observation.state"
 ENV_STATE = "observation.environment_state"
@@ -37,133 +41,6 @@ IMAGE = "observation.images.top"
 IMAGE_SIZE = (240, 320)  # (H, W) by default: half of ACT's 480x640, so that episodes with images stay small
 
 SPLITS = ("train", "heldout", "all")
-_PIP = {"metaworld": "pip install metaworld==3.1.1", "aloha": "pip install gym-aloha==0.1.5 mujoco==3.3.0"}
-
-# Instruction phrasings per task: (train, heldout). Held-out phrasings are for evaluation only,
-# never shown in training.
-_INSTRUCTIONS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "metaworld": {
-        "reach-v3": (
-            (
-                "reach to the goal position",
-                "move the gripper to the target location",
-                "reach the target point with the gripper",
-                "move the end effector to the goal",
-            ),
-            ("bring the robot hand to the marked goal", "extend the arm until the gripper is at the target"),
-        ),
-        "push-v3": (
-            (
-                "push the puck to the goal",
-                "slide the puck to the target location",
-                "push the red puck to the goal position",
-                "move the puck to the target by pushing it",
-            ),
-            (
-                "shove the puck over to the goal spot",
-                "nudge the puck along the table until it reaches the target",
-            ),
-        ),
-        "pick-place-v3": (
-            (
-                "pick up the puck and place it at the goal",
-                "grasp the puck and put it on the target",
-                "pick the puck up and move it to the goal position",
-                "lift the puck and place it at the target location",
-            ),
-            ("take the puck and set it down at the goal", "grab the puck and carry it to the target"),
-        ),
-        "door-open-v3": (
-            (
-                "open the door",
-                "pull the door open",
-                "swing the door open by its handle",
-                "open the door on its hinge",
-            ),
-            ("grab the door handle and open the door", "swing the door outward until it is open"),
-        ),
-        "drawer-open-v3": (
-            (
-                "open the drawer",
-                "pull the drawer open",
-                "pull the drawer out by its handle",
-                "slide the drawer open",
-            ),
-            ("grab the drawer handle and pull it out", "draw the drawer out towards the robot"),
-        ),
-        "drawer-close-v3": (
-            (
-                "close the drawer",
-                "push the drawer closed",
-                "slide the drawer shut",
-                "push the drawer back in",
-            ),
-            ("shut the open drawer", "press on the drawer until it is closed"),
-        ),
-        "button-press-topdown-v3": (
-            (
-                "press the button from the top",
-                "push the button down",
-                "press down on the button",
-                "push the button from above",
-            ),
-            ("hit the button with a downward press", "lower the gripper onto the button and press it"),
-        ),
-        "peg-insert-side-v3": (
-            (
-                "insert the peg into the hole from the side",
-                "pick up the peg and insert it sideways into the hole",
-                "put the peg into the side hole",
-                "grasp the peg and push it into the hole",
-            ),
-            (
-                "slide the peg into the opening on the box",
-                "fit the peg into the hole in the side of the block",
-            ),
-        ),
-        "window-open-v3": (
-            (
-                "open the window",
-                "slide the window open",
-                "push the window sideways to open it",
-                "slide the window to the open position",
-            ),
-            ("move the window pane so that the window is open", "slide the sliding window open"),
-        ),
-        "window-close-v3": (
-            (
-                "close the window",
-                "slide the window shut",
-                "push the window sideways to close it",
-                "slide the window to the closed position",
-            ),
-            ("move the window pane so that the window is closed", "slide the sliding window closed"),
-        ),
-    },
-    "aloha": {
-        "transfer_cube": (
-            (
-                "transfer the cube to the other arm",
-                "pick up the red cube with the right arm and hand it to the left arm",
-                "hand the cube over from the right gripper to the left gripper",
-                "pass the red cube from one arm to the other",
-            ),
-            (
-                "lift the cube and give it to the left arm",
-                "grasp the block with one arm and transfer it to the other",
-            ),
-        ),
-        "insertion": (
-            (
-                "insert the peg into the socket",
-                "pick up the peg and the socket and insert the peg",
-                "grab the red peg and the blue socket and put the peg inside",
-                "lift both parts and insert the peg into the socket in mid-air",
-            ),
-            ("put the peg into the socket", "bring the peg and the socket together and slide the peg in"),
-        ),
-    },
-}
 
 
 class RenderError(RuntimeError):
@@ -254,17 +131,25 @@ class RobotEnv(abc.ABC):
         """The current observation dict."""
 
 
+def list_suites() -> list[str]:
+    return list(SUITES)
+
+
+def get_suite(suite: str) -> Suite:
+    if suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(SUITES)}")
+    return SUITES[suite]
+
+
 def list_tasks(suite: str) -> list[str]:
     """The task names of a suite, e.g. list_tasks("metaworld")[0] == "reach-v3"."""
-    if suite not in _INSTRUCTIONS:
-        raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(_INSTRUCTIONS)}")
-    return list(_INSTRUCTIONS[suite])
+    return list(get_suite(suite).instructions)
 
 
 def instructions(suite: str, task: str, split: str = "train") -> list[str]:
     """Instruction phrasings of a task: "train", "heldout" (evaluation only) or "all"."""
     _check_task(suite, task)
-    train, heldout = _INSTRUCTIONS[suite][task]
+    train, heldout = SUITES[suite].instructions[task]
     if split not in SPLITS:
         raise ConfigError(f"unknown instruction split {split!r}; expected one of {list(SPLITS)}")
     return list({"train": train, "heldout": heldout, "all": train + heldout}[split])
@@ -354,11 +239,11 @@ def _check_seed(seed: int) -> int:
 def _backend(suite: str):
     """The suite's module, imported on first use so that this package needs no simulator."""
     try:
-        return importlib.import_module(f"{__name__}.{suite}")
+        return importlib.import_module(f"{__name__}.{get_suite(suite).module}")
     except ModuleNotFoundError as error:
         if error.name is None or error.name.startswith(__name__):
             raise
         raise DependencyError(
             f"the {suite!r} environments need the package {error.name.split('.')[0]!r}, which is not installed; "
-            f"install it with: {_PIP[suite]}"
+            f"install it with: {SUITES[suite].install}"
         ) from error

@@ -33,28 +33,25 @@ from typing import Any
 from ..data.lerobot import INFO_PATH, LeRobotDatasetWriter
 from ..errors import ConfigError, InputError
 from ..files import atomic_write_text
-from . import IMAGE_SIZE, check_image_size, list_tasks, scripted_episodes
+from . import IMAGE_SIZE, check_image_size, get_suite, list_tasks, scripted_episodes
 
 EVAL_SEED = 100_000  # first seed of rollout evaluation, far above the demonstrations'
 DEMOS_FILE = "demos.json"
-# Names that stand for every task of a suite.
-ALL_TASKS = {"metaworld": ("all", "mt10"), "aloha": ("all",)}
-ROBOT_TYPES = {"metaworld": "sawyer", "aloha": "aloha"}
 
 
 def resolve_tasks(suite: str, tasks: str | Sequence[str] | None) -> list[str]:
     """Task names of a suite from a name, a list of names, an alias ("mt10") or None (all tasks)."""
-    known = list_tasks(suite)
+    known, aliases = list_tasks(suite), get_suite(suite).aliases
     names = [tasks] if isinstance(tasks, str) else list(tasks or ["all"])
     resolved: list[str] = []
     for name in names:
-        if name in ALL_TASKS[suite]:
+        if name in aliases:
             resolved.extend(known)
         elif name in known:
             resolved.append(name)
         else:
             raise ConfigError(
-                f"tasks: unknown {suite} task {name!r}; expected one of {known} or {list(ALL_TASKS[suite])}"
+                f"tasks: unknown {suite} task {name!r}; expected one of {known} or {list(aliases)}"
             )
     return list(dict.fromkeys(resolved))  # each task once, in the order given
 
@@ -98,7 +95,7 @@ def generate_demos(
             chosen = [e for e in episodes if e.success or keep_failures]
             fps = episodes[0].fps
             if chosen and writer is None:
-                writer = stack.enter_context(LeRobotDatasetWriter(out, fps, ROBOT_TYPES[suite]))
+                writer = stack.enter_context(LeRobotDatasetWriter(out, fps, get_suite(suite).robot_type))
             for episode in chosen:
                 rows.append(
                     {
