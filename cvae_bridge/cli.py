@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from .envs.suites import SUITES
 
@@ -33,19 +35,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .pipelines import TextToImagePipeline
-    from .pixels import save_image_grid
+    from .pipelines.text_to_image import GenerateConfig, generate_grid
 
-    pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
-    images = pipe(
-        args.prompt,
-        num_images_per_prompt=args.num,
-        temperature=args.temperature,
-        seed=args.seed,
-        output_type="pt",
-    )
-    path = save_image_grid(images, args.out, columns=args.num)
-    print(f"wrote {path} ({len(args.prompt)} prompts x {args.num} images)")
+    config = _command_config(GenerateConfig, args, "generate")
+    path = generate_grid(config)
+    print(f"wrote {path} ({len(config.prompts)} prompts x {config.num} images)")
     return 0
 
 
@@ -61,18 +55,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    import json
+    from .evaluation.replay import ReplayConfig, replay_episodes
 
-    from .evaluation.replay import replay_episodes
-    from .files import atomic_write_text
-
-    report = replay_episodes(
-        args.model, args.data, args.episodes, args.query_period, args.temporal_ensemble, args.device
-    )
-    out = Path(args.out or Path(args.model).parent / "replay.json")
-    atomic_write_text(out, json.dumps(report, indent=2))
+    config = _command_config(ReplayConfig, args, "replay")
+    report = replay_episodes(config)
     for row in report["episodes"]:
         print(f"  episode {row['episode']:>5}: L1 {row['l1']:.4f} over {row['frames']} frames")
+    out = config.out or Path(config.model).parent / "replay.json"
     print(
         f"L1 {report['l1']:.4f} over {len(report['episodes'])} episodes ({report['frames']} frames); wrote {out}"
     )
@@ -80,47 +69,33 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _demos(args: argparse.Namespace) -> int:
-    from .envs import IMAGE_SIZE
-    from .envs.demos import format_demos_report, generate_demos
+    from .envs.demos import DemosConfig, format_demos_report, generate_demos
 
-    report = generate_demos(
-        args.suite,
-        args.tasks,
-        args.episodes,
-        args.seed,
-        args.out,
-        args.keep_failures,
-        render=args.render or args.image_size is not None,
-        image_size=args.image_size or IMAGE_SIZE,
-        workers=args.workers,
-    )
-    print(format_demos_report(report))
-    print(f"wrote {args.out} (LeRobot v3) and {Path(args.out) / 'demos.json'}")
+    config = _command_config(DemosConfig, args, "demos")
+    print(format_demos_report(generate_demos(config)))
+    print(f"wrote {config.out} (LeRobot v3) and {Path(config.out) / 'demos.json'}")
     return 0
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    from .evaluation.rollout import evaluate_policy, markdown_table
+    from .evaluation.rollout import RolloutConfig, evaluate_policy, markdown_table
 
-    report = evaluate_policy(
-        args.model,
-        args.suite,
-        args.tasks,
-        args.episodes,
-        args.seed,
-        args.temporal_ensemble,
-        args.query_period,
-        args.phrasings,
-        args.video_dir,
-        args.videos,
-        args.batch_size,
-        args.out,
-        args.device,
-    )
-    out = Path(args.out or Path(args.model).parent / "rollout")
+    config = _command_config(RolloutConfig, args, "rollout")
+    report = evaluate_policy(config)
+    out = Path(config.out or Path(config.model).parent / "rollout")
     print(markdown_table(report), end="")
     print(f"wrote {out / 'success.json'} and {out / 'success.md'}")
     return 0
+
+
+def _command_config(cls: type, args: argparse.Namespace, command: str) -> Any:
+    """The command's config dataclass from its flags (those given) and `--set field=value`
+    overrides, parsed and checked like a run config."""
+    from .config import apply_overrides, from_dict
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return from_dict(cls, apply_overrides(given, args.set), path=command)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -172,16 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
-    generate = commands.add_parser("generate", help="write a grid of images generated from prompts")
+    generate = commands.add_parser(
+        "generate", parents=[overrides], help="write a grid of images generated from prompts"
+    )
     generate.add_argument("--model", required=True, help="a model folder (save_pretrained)")
     generate.add_argument(
-        "--prompt", action="append", required=True, help="a text prompt (repeatable: one grid row each)"
+        "--prompt", dest="prompts", action="append", help="a text prompt (repeatable: one grid row each)"
     )
-    generate.add_argument("--out", default="grid.png", help="PNG file to write")
-    generate.add_argument("--num", type=int, default=8, help="images per prompt")
-    generate.add_argument("--temperature", type=float, default=1.0)
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--device", default="cpu")
+    generate.add_argument("--out", help="PNG file to write")
+    generate.add_argument("--num", type=int, help="images per prompt")
+    generate.add_argument("--temperature", type=float)
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--device")
     generate.set_defaults(run=_generate)
 
     evaluate = commands.add_parser(
@@ -194,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
+        parents=[overrides],
         help="run an action-chunk policy on recorded episodes; L1 error against the recorded actions",
     )
     replay.add_argument("--model", required=True, help="a model folder written by training")
@@ -215,20 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01",
     )
     replay.add_argument("--out", help="JSON file to write (default: replay.json beside the model folder)")
-    replay.add_argument("--device", default="cpu")
+    replay.add_argument("--device")
     replay.set_defaults(run=_replay)
 
     demos = commands.add_parser(
-        "demos", help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset"
+        "demos",
+        parents=[overrides],
+        help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset",
     )
     demos.add_argument("--suite", required=True, choices=list(SUITES))
     demos.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
-    demos.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
-    demos.add_argument(
-        "--seed", type=int, default=0, help="episode i of each task runs from seed SEED + i (default: 0)"
-    )
+    demos.add_argument("--episodes", type=int, help="episodes per task (default: 50)")
+    demos.add_argument("--seed", type=int, help="episode i of each task runs from seed SEED + i (default: 0)")
     demos.add_argument("--out", required=True, help="dataset folder to write (replaced if it exists)")
     demos.add_argument(
         "--render",
@@ -243,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="render the camera at H x W (implies --render; default 240 320, ACT's is 480 640)",
     )
     demos.add_argument(
-        "--workers", type=int, default=1, help="processes per task (default: 1; rendering takes a core each)"
+        "--workers", type=int, help="processes per task (default: 1; rendering takes a core each)"
     )
     demos.add_argument(
         "--keep-failures",
@@ -253,14 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     demos.set_defaults(run=_demos)
 
     rollout = commands.add_parser(
-        "rollout", help="run a trained policy in the simulator; success per task in success.json / success.md"
+        "rollout",
+        parents=[overrides],
+        help="run a trained policy in the simulator; success per task in success.json / success.md",
     )
     rollout.add_argument("--model", required=True, help="a model folder written by training")
     rollout.add_argument("--suite", required=True, choices=list(SUITES))
     rollout.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
-    rollout.add_argument("--episodes", type=int, default=50, help="episodes per task (default: 50)")
+    rollout.add_argument("--episodes", type=int, help="episodes per task (default: 50)")
     rollout.add_argument(
         "--seed", type=int, help="episode i runs from seed SEED + i (default: 100000, past the demos' seeds)"
     )
@@ -278,21 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument(
         "--phrasings",
         choices=["train", "heldout"],
-        default="train",
         help="instruction phrasings for a language-conditioned policy",
     )
     rollout.add_argument("--video-dir", help="save GIFs of the first --videos episodes of each task here")
     rollout.add_argument(
-        "--videos", type=int, default=2, help="episodes per task saved as GIFs with --video-dir (default: 2)"
+        "--videos", type=int, help="episodes per task saved as GIFs with --video-dir (default: 2)"
     )
     rollout.add_argument(
         "--batch-size",
         type=int,
-        default=10,
         help="episodes run side by side, one policy call per step (default: 10)",
     )
     rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")
-    rollout.add_argument("--device", default="cpu")
+    rollout.add_argument("--device")
     rollout.set_defaults(run=_rollout)
 
     listing = commands.add_parser("list", help="list registered components, plugins included")

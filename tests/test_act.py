@@ -271,12 +271,13 @@ def test_policy_reproduces_the_recorded_actions(trained, options):
 
 
 def test_replay_selects_episodes_and_names_unknown_ones(trained):
-    from cvae_bridge.evaluation.replay import replay_episodes
+    from cvae_bridge.evaluation.replay import ReplayConfig, replay_episodes
 
-    report = replay_episodes(trained / "run" / "model", trained / "hdf5", episodes=[1], query_period=2)
+    model, data = str(trained / "run" / "model"), str(trained / "hdf5")
+    report = replay_episodes(ReplayConfig(model, data, episodes=[1], query_period=2))
     assert [e["episode"] for e in report["episodes"]] == [1] and report["query_period"] == 2
     with pytest.raises(InputError, match=r"episodes: \[7\] are not in"):
-        replay_episodes(trained / "run" / "model", trained / "hdf5", episodes=[7])
+        replay_episodes(ReplayConfig(model, data, episodes=[7]))
 
 
 # ---------------------------------------------------------------------------------------------

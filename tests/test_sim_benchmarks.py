@@ -6,6 +6,7 @@ reproducibility, phrasings), not success rates. Simulator tests skip without met
 gym_aloha.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -168,10 +169,12 @@ def test_demos_drop_failed_episodes_unless_asked(tmp_path, monkeypatch):
 
     scripted_episodes = demos.scripted_episodes
     monkeypatch.setattr(demos, "scripted_episodes", one_failure)
-    report = demos.generate_demos("metaworld", "reach-v3", 3, 5, tmp_path / "kept")
+    report = demos.generate_demos(demos.DemosConfig("metaworld", str(tmp_path / "kept"), ["reach-v3"], 3, 5))
     assert report["tasks"]["reach-v3"]["success_rate"] == pytest.approx(2 / 3)
     assert [row["seed"] for row in report["episodes"]] == [5, 7] and report["tasks"]["reach-v3"]["kept"] == 2
-    report = demos.generate_demos("metaworld", "reach-v3", 3, 5, tmp_path / "all", keep_failures=True)
+    report = demos.generate_demos(
+        demos.DemosConfig("metaworld", str(tmp_path / "all"), ["reach-v3"], 3, 5, keep_failures=True)
+    )
     assert [(row["seed"], row["success"]) for row in report["episodes"]] == [(5, True), (6, False), (7, True)]
     assert len(lerobot(tmp_path / "all", {"state": "observation.state", "action": "action"}).episodes) == 3
 
@@ -240,16 +243,18 @@ def test_demos_render_stores_the_camera(tmp_path, monkeypatch):
     with pytest.raises(
         ConfigError, match=r"image_size: expected \[height, width\], two positive ints, got \[0, 32\]"
     ):
-        demos.generate_demos("metaworld", "reach-v3", 1, 0, tmp_path / "bad", render=True, image_size=[0, 32])
+        demos.generate_demos(
+            demos.DemosConfig("metaworld", str(tmp_path / "bad"), ["reach-v3"], 1, image_size=[0, 32])
+        )
     assert not (tmp_path / "bad").exists()
 
 
 def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
     needs("gym_aloha", "mujoco")
-    from cvae_bridge.envs.demos import generate_demos
+    from cvae_bridge.envs.demos import DemosConfig, generate_demos
 
-    one = generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "one")
-    two = generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "two", workers=2)
+    one = generate_demos(DemosConfig("aloha", str(tmp_path / "one"), ["transfer_cube"], 3, 7))
+    two = generate_demos(DemosConfig("aloha", str(tmp_path / "two"), ["transfer_cube"], 3, 7, workers=2))
     assert [row["seed"] for row in two["episodes"]] == [7, 8, 9] and two["workers"] == 2
     assert [(r["seed"], r["success"]) for r in one["episodes"]] == [
         (r["seed"], r["success"]) for r in two["episodes"]
@@ -260,7 +265,7 @@ def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
     ):
         assert all(np.array_equal(a.data[key], b.data[key]) for key in ("observation.state", "action"))
     with pytest.raises(ConfigError, match="workers: expected a positive int, got 0"):
-        generate_demos("aloha", "transfer_cube", 3, 7, tmp_path / "three", workers=0)
+        generate_demos(DemosConfig("aloha", str(tmp_path / "three"), ["transfer_cube"], 3, 7, workers=0))
 
 
 def test_task_names_and_aliases():
@@ -278,12 +283,13 @@ def test_task_names_and_aliases():
 
 
 def test_rollout_reports_per_task_and_repeats_exactly(mt10, tmp_path, short_episodes):
-    from cvae_bridge.evaluation.rollout import evaluate_policy
+    from cvae_bridge.evaluation.rollout import RolloutConfig, evaluate_policy
 
     short_episodes(60)
     _, model = mt10
-    first = evaluate_policy(model, "metaworld", MW_TASKS, episodes=3, batch_size=2, out=tmp_path / "a")
-    second = evaluate_policy(model, "metaworld", MW_TASKS, episodes=3, batch_size=2, out=tmp_path / "b")
+    config = RolloutConfig(str(model), "metaworld", MW_TASKS, episodes=3, batch_size=2)
+    first = evaluate_policy(dataclasses.replace(config, out=str(tmp_path / "a")))
+    second = evaluate_policy(dataclasses.replace(config, out=str(tmp_path / "b")))
     assert without_timing(first) == without_timing(second)
     saved = json.loads((tmp_path / "a" / "success.json").read_text())
     assert without_timing(saved) == without_timing(first)
@@ -318,7 +324,7 @@ def test_rollout_reports_per_task_and_repeats_exactly(mt10, tmp_path, short_epis
 def test_rollout_gives_the_policy_the_chosen_phrasings(
     mt10, tmp_path, monkeypatch, short_episodes, phrasings
 ):
-    from cvae_bridge.evaluation.rollout import episode_instruction, evaluate_policy
+    from cvae_bridge.evaluation.rollout import RolloutConfig, episode_instruction, evaluate_policy
     from cvae_bridge.pipelines.policy import ActionChunkPolicy
 
     short_episodes(24)
@@ -332,14 +338,16 @@ def test_rollout_gives_the_policy_the_chosen_phrasings(
     monkeypatch.setattr(ActionChunkPolicy, "select_action", recording)
     _, model = mt10
     report = evaluate_policy(
-        model,
-        "metaworld",
-        "push-v3",
-        episodes=2,
-        batch_size=2,
-        temporal_ensemble=0.01,
-        phrasings=phrasings,
-        out=tmp_path,
+        RolloutConfig(
+            str(model),
+            "metaworld",
+            ["push-v3"],
+            episodes=2,
+            batch_size=2,
+            temporal_ensemble=0.01,
+            phrasings=phrasings,
+            out=str(tmp_path),
+        )
     )
     texts = [episode_instruction("metaworld", "push-v3", phrasings, seed) for seed in (100000, 100001)]
     assert all(g == texts for g in given) and len(given) == 24  # one query per step
@@ -353,11 +361,13 @@ def test_rollout_gives_the_policy_the_chosen_phrasings(
 
 
 def test_rollout_refuses_the_demonstration_seeds(mt10, tmp_path):
-    from cvae_bridge.evaluation.rollout import evaluate_policy
+    from cvae_bridge.evaluation.rollout import RolloutConfig, evaluate_policy
 
     _, model = mt10
     with pytest.raises(ConfigError, match=r"seeds 1 .. 2 overlap the demonstration seeds 0 .. 1"):
-        evaluate_policy(model, "metaworld", "reach-v3", episodes=2, seed=1, out=tmp_path)
+        evaluate_policy(
+            RolloutConfig(str(model), "metaworld", ["reach-v3"], episodes=2, seed=1, out=str(tmp_path))
+        )
 
 
 def test_rollout_command_writes_gifs(mt10, tmp_path, short_episodes):
@@ -538,7 +548,9 @@ def test_pixel_policy_rollout_renders_as_the_demonstrations_were_rendered(
         rollout, "make_env", lambda *a, **k: sizes.append(k["image_size"]) or make_env(*a, **k)
     )
     report = rollout.evaluate_policy(
-        tmp_path / "run" / "model", "aloha", "transfer_cube", episodes=1, out=tmp_path / "out"
+        rollout.RolloutConfig(
+            str(tmp_path / "run" / "model"), "aloha", ["transfer_cube"], 1, out=str(tmp_path / "out")
+        )
     )
     assert sizes == [(24, 32)] and report["image_size"] == [24, 32]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cvae_bridge.config import load_run_config
-from cvae_bridge.envs.demos import DEMOS_FILE, format_demos_report, generate_demos
-from cvae_bridge.evaluation.rollout import evaluate_policy
+from cvae_bridge.envs.demos import DEMOS_FILE, DemosConfig, format_demos_report, generate_demos
+from cvae_bridge.evaluation.rollout import RolloutConfig, evaluate_policy
 from cvae_bridge.training import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if (data / DEMOS_FILE).is_file():
         print(f"using the demonstrations in {data}")
     else:
-        camera = {"render": True, "image_size": image_size} if image_size else {}
-        print(format_demos_report(generate_demos(suite, tasks, args.demos, 0, data, **camera)))
+        config = DemosConfig(suite, str(data), [tasks] if isinstance(tasks, str) else tasks, args.demos)
+        config.image_size = list(image_size) if image_size else None
+        print(format_demos_report(generate_demos(config)))
 
     overrides = [f"data.path={data}", f"train.output_dir={run}"] + (
         [f"train.steps={args.steps}"] if args.steps else []
@@ -118,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         evaluations["rollout_heldout"] = {"query_period": query_period, "phrasings": "heldout"}
     reports = {
         name: evaluate_policy(
-            result.model_dir,
-            suite,
-            tasks,
-            args.eval_episodes,
-            out=run / name,
-            video_dir=run / name / "videos" if args.videos else None,
-            videos_per_task=args.videos,
-            **options,
+            RolloutConfig(
+                str(result.model_dir),
+                suite,
+                [tasks] if isinstance(tasks, str) else tasks,
+                args.eval_episodes,
+                out=str(run / name),
+                video_dir=str(run / name / "videos") if args.videos else None,
+                videos=args.videos,
+                **options,
+            )
         )
         for name, options in evaluations.items()
     }

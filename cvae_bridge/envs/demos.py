@@ -1,14 +1,15 @@
 """Demonstration datasets from the scripted experts, in the LeRobot v3 layout.
 
-    generate_demos("metaworld", "mt10", episodes_per_task=50, seed=0, out="data/metaworld_mt10")
-    generate_demos("aloha", ["transfer_cube"], 50, 0, "data/aloha_transfer_cube", render=True, image_size=(120, 160))
+    generate_demos(DemosConfig(suite="metaworld", tasks=["mt10"], out="data/metaworld_mt10"))
+    generate_demos(DemosConfig(suite="aloha", tasks=["transfer_cube"], out="data/aloha", image_size=[240, 320]))
 
 All tasks of a call go into one dataset. Episode i of every task runs from seed `seed + i` (as
 `scripted_episodes` does), and its LeRobot task is its instruction: a training phrasing drawn with
 that seed. Features: "observation.state", "action", "observation.environment_state" (ALOHA only)
 and, with `render`, "observation.images.top" at `image_size` (H, W; 240x320 by default), stored as
-PNG frames in the data files; it needs offscreen rendering (MUJOCO_GL=egl). Rendered frames stay in
-memory until the dataset is written (H x W x 3 bytes a frame: 92 MB per 400-step episode at 240x320).
+PNG frames in the data files; it needs offscreen rendering (MUJOCO_GL=egl). A task's rendered frames
+stay in memory until its episodes are written (H x W x 3 bytes a frame: 92 MB per 400-step episode
+at 240x320).
 The rendering cost per frame on this machine's CPU is in the README. demos.json records the image
 size, and rollout evaluation renders at the same size.
 
@@ -27,6 +28,7 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +58,22 @@ def resolve_tasks(suite: str, tasks: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(resolved))  # each task once, in the order given
 
 
-def generate_demos(
-    suite: str,
-    tasks: str | Sequence[str] | None,
-    episodes_per_task: int,
-    seed: int,
-    out: str | Path,
-    keep_failures: bool = False,
-    render: bool = False,
-    image_size: Sequence[int] = IMAGE_SIZE,
-    workers: int = 1,
-) -> dict[str, Any]:
+@dataclass
+class DemosConfig:
+    """What `cvae-bridge demos` writes: scripted-expert episodes of a suite as one LeRobot dataset."""
+
+    suite: str  # a suite of envs/suites.py
+    out: str  # the dataset folder (replaced if it exists)
+    tasks: list[str] | None = None  # names or aliases ("all", "mt10"); None: every task
+    episodes: int = 50  # per task
+    seed: int = 0  # episode i of each task runs from seed + i
+    keep_failures: bool = False  # keep the experts' failed episodes too
+    render: bool = False  # store the top camera as observation.images.top
+    image_size: list[int] | None = None  # [H, W] of the camera (implies render); None: IMAGE_SIZE
+    workers: int = 1  # processes per task; rendering takes a core each
+
+
+def generate_demos(config: DemosConfig) -> dict[str, Any]:
     """Run the scripted experts and write their episodes as one LeRobot dataset at `out`.
 
     `workers` > 1 runs each task's episodes in that many processes (contiguous seed ranges; the
@@ -75,13 +82,15 @@ def generate_demos(
     Returns the report also written to `out`/demos.json: per task the expert's success rate, the
     episodes kept and their seeds; the mean success rate over tasks; the generation time.
     """
-    task_names = resolve_tasks(suite, tasks)
-    image_size = check_image_size(image_size)
-    for name, value in (("episodes_per_task", episodes_per_task), ("workers", workers)):
+    suite, seed, episodes_per_task, workers = config.suite, config.seed, config.episodes, config.workers
+    keep_failures, render = config.keep_failures, config.render or config.image_size is not None
+    task_names = resolve_tasks(suite, config.tasks)
+    image_size = check_image_size(config.image_size or IMAGE_SIZE)
+    for name, value in (("episodes", episodes_per_task), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected a positive int, got {value!r}")
     start = time.perf_counter()
-    out = Path(out)
+    out = Path(config.out)
     rows: list[dict[str, Any]] = []  # one per kept episode, in dataset order
     per_task: dict[str, dict[str, Any]] = {}
     fps = None

@@ -4,17 +4,18 @@ error between its actions and the recorded ones (`cvae-bridge replay`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..config import DatasetConfig, from_dict
 from ..data import build_source
 from ..data.robot import EpisodeSource, RobotDataConfig
 from ..errors import CheckpointError, ConfigError, InputError
+from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..pipelines.policy import ActionChunkPolicy
 from ..registry import DATASETS
@@ -32,27 +33,34 @@ def dataset_type(path: str | Path) -> str:
     )
 
 
-def replay_episodes(
-    model_dir: str | Path,
-    data: str | Path | DatasetConfig,
-    episodes: Sequence[int] | None = None,
-    query_period: int | None = None,
-    temporal_ensemble: float | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Run the policy of `model_dir` on the recorded observations of episodes of a dataset.
+@dataclass
+class ReplayConfig:
+    """What `cvae-bridge replay` runs: a policy on the recorded observations of a dataset."""
 
-    `data` is a dataset folder (LeRobot or ACT HDF5; the features, image size and instruction key
-    are those of the model's training run) or a full dataset config. `episodes`: episode indices,
-    None for all. Returns {"episodes": [{"episode", "frames", "l1"}], "l1", "frames", ...}: the
-    L1 error is |predicted - recorded| averaged over action dimensions and frames, in the
-    recorded actions' units; the overall figure averages over all frames of all episodes.
+    model: str  # a model folder written by training
+    data: str  # a LeRobot (meta/info.json) or ACT HDF5 (episode_<i>.hdf5) folder
+    episodes: list[int] | None = None  # episode indices; None: all
+    query_period: int | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
+    temporal_ensemble: float | None = None  # ACT's m, e.g. 0.01; None: no ensembling
+    out: str | None = None  # the JSON report (default: replay.json beside the model folder)
+    device: str = "cpu"
+
+
+def replay_episodes(config: ReplayConfig) -> dict[str, Any]:
+    """Run the policy on the recorded observations of the dataset's episodes, read with the
+    features, image size and instruction key of the model's training run; write the report to
+    `out` and return it: {"episodes": [{"episode", "frames", "l1"}], "l1", "frames", ...}. The L1
+    error is |predicted - recorded| averaged over action dimensions and frames, in the recorded
+    actions' units; the overall figure averages over all frames of all episodes.
     """
-    policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
-    config = data if isinstance(data, DatasetConfig) else _replay_config(_trained_on(model_dir), data)
-    source = build_source(config)
+    model_dir, episodes = config.model, config.episodes
+    policy = ActionChunkPolicy.from_pretrained(
+        model_dir, config.device, config.query_period, config.temporal_ensemble
+    )
+    data = _replay_config(_trained_on(model_dir), config.data)
+    source = build_source(data)
     if not isinstance(source, EpisodeSource):
-        raise ConfigError(f"data.type: {config.type!r} does not hold robot episodes")
+        raise ConfigError(f"data.type: {data.type!r} does not hold robot episodes")
     action_key = source.config.features.get(policy.action_key)
     if action_key is None:
         raise ConfigError(f"data.features: no feature for the model's action target {policy.action_key!r}")
@@ -60,7 +68,7 @@ def replay_episodes(
     chosen = sorted(available) if episodes is None else list(episodes)
     unknown = sorted(set(chosen) - set(available))
     if unknown:
-        raise InputError(f"episodes: {unknown} are not in {config.path}; episodes: {sorted(available)}")
+        raise InputError(f"episodes: {unknown} are not in {data.path}; episodes: {sorted(available)}")
 
     rows = []
     for index in chosen:
@@ -75,15 +83,18 @@ def replay_episodes(
             errors.append(float(np.abs(action - episode.data[action_key][t]).mean()))
         rows.append({"episode": index, "frames": len(errors), "l1": float(np.mean(errors))})
     frames = sum(r["frames"] for r in rows)
-    return {
+    report = {
         "model": str(model_dir),
-        "data": str(config.path),
+        "data": str(data.path),
         "query_period": policy.query_period,
         "temporal_ensemble": policy.temporal_ensemble,
         "episodes": rows,
         "frames": frames,
         "l1": sum(r["l1"] * r["frames"] for r in rows) / max(frames, 1),
     }
+    out = Path(config.out or Path(model_dir).parent / "replay.json")
+    atomic_write_text(out, json.dumps(report, indent=2))
+    return report
 
 
 def _replay_config(trained: RobotDataConfig, path: str | Path) -> DatasetConfig:

@@ -1,7 +1,8 @@
 """Rollout evaluation: a trained action-chunk policy run in the simulators, success rate per task.
 
-    evaluate_policy("runs/metaworld_mt10/model", "metaworld", "mt10", episodes=50, out="runs/metaworld_mt10/rollout")
+    evaluate_policy(RolloutConfig(model="runs/metaworld_mt10/model", suite="metaworld", tasks=["mt10"]))
     cvae-bridge rollout --model runs/metaworld_mt10/model --suite metaworld --episodes 50 [--phrasings heldout]
+    cvae-bridge rollout --model ... --suite aloha --set batch_size=25 (any RolloutConfig field)
 
 Episode i of every task starts from seed `seed + i`, EVAL_SEED (100000) by default: disjoint from
 the demonstrations' seeds (0 .. N-1 by default), so that a policy is never scored on an initial
@@ -16,7 +17,7 @@ task drawn with the episode's seed from the "train" phrasings (those of the demo
 
 Writes `success.json` (per task: success rate, per-episode seed / success / steps / instruction,
 seconds per episode and the policy's share of them; the mean over tasks) and `success.md` (a
-table), and with `video_dir` a GIF of the first `videos_per_task` episodes of each task. Rendering
+table), and with `video_dir` a GIF of the first `videos` episodes of each task. Rendering
 runs at every step of a recorded episode: in software (no GPU) that is 0.1 s (ALOHA) to 0.25 s
 (Meta-World) per frame, so keep the recorded episodes few.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,28 +42,35 @@ from ..pipelines.policy import ActionChunkPolicy
 GIF_FPS = 20  # GIFs keep every n-th frame so as to play at about this rate, in real time
 
 
-def evaluate_policy(
-    model_dir: str | Path,
-    suite: str,
-    tasks: str | Sequence[str] | None = None,
-    episodes: int = 50,
-    seed: int | None = None,
-    temporal_ensemble: float | None = None,
-    query_period: int | None = None,
-    phrasings: Literal["train", "heldout"] = "train",
-    video_dir: str | Path | None = None,
-    videos_per_task: int = 2,
-    batch_size: int = 10,
-    out: str | Path | None = None,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Run the policy of `model_dir` for `episodes` episodes per task; see the module docstring.
+@dataclass
+class RolloutConfig:
+    """What `cvae-bridge rollout` runs: the policy of a model folder in a simulator suite."""
 
-    `tasks`: names, "all"/"mt10", or None for every task of the suite. `seed`: of the first
-    episode, EVAL_SEED when None. `video_dir`: GIFs of the first `videos_per_task` episodes of
-    each task, named <task>_<episode>_seed<seed>_<success|failure>.gif. `out`: the folder for
-    success.json and success.md (default: rollout/ beside the model folder). Returns the report.
-    """
+    model: str  # a model folder written by training
+    suite: str  # a suite of envs/suites.py
+    tasks: list[str] | None = None  # names or aliases ("all", "mt10"); None: every task
+    episodes: int = 50  # per task
+    seed: int | None = None  # of episode 0, EVAL_SEED when None; episode i runs from seed + i
+    temporal_ensemble: float | None = None  # ACT's m, e.g. 0.01; None: no ensembling
+    query_period: int | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
+    phrasings: Literal["train", "heldout"] = "train"  # instructions of a language-conditioned policy
+    video_dir: str | None = None  # GIFs <task>_<episode>_seed<seed>_<success|failure>.gif here
+    videos: int = 2  # episodes per task saved as GIFs with video_dir
+    batch_size: int = 10  # episodes run side by side, one policy call per step
+    out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
+    device: str = "cpu"
+
+
+def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
+    """Run the policy for `episodes` episodes per task; see the module docstring. Returns the report."""
+    model_dir, suite, tasks, episodes, seed = (
+        config.model,
+        config.suite,
+        config.tasks,
+        config.episodes,
+        config.seed,
+    )
+    phrasings, batch_size, video_dir = config.phrasings, config.batch_size, config.video_dir
     if phrasings not in ("train", "heldout"):
         raise ConfigError(f"phrasings: expected 'train' or 'heldout', got {phrasings!r}")
     for name, value in (("episodes", episodes), ("batch_size", batch_size)):
@@ -70,7 +78,9 @@ def evaluate_policy(
             raise ConfigError(f"{name}: expected a positive int, got {value!r}")
     seed = EVAL_SEED if seed is None else seed
     task_names = resolve_tasks(suite, tasks)
-    policy = ActionChunkPolicy.from_pretrained(model_dir, device, query_period, temporal_ensemble)
+    policy = ActionChunkPolicy.from_pretrained(
+        model_dir, config.device, config.query_period, config.temporal_ensemble
+    )
     if phrasings == "heldout" and policy.instruction_key is None:
         raise ConfigError(
             f"phrasings: 'heldout' needs a language-conditioned policy; {model_dir} takes no instruction"
@@ -89,7 +99,7 @@ def evaluate_policy(
             # GIF paths (without the outcome) of the first videos_per_task episodes
             videos = [
                 Path(video_dir) / f"{task}_{first + i:03d}_seed{s}"
-                if video_dir and first + i < videos_per_task
+                if video_dir and first + i < config.videos
                 else None
                 for i, s in enumerate(seeds)
             ]
@@ -128,7 +138,7 @@ def evaluate_policy(
         "time_s": elapsed,
         "s_per_episode": elapsed / (episodes * len(task_names)),
     }
-    out = Path(out) if out is not None else Path(model_dir).parent / "rollout"
+    out = Path(config.out) if config.out is not None else Path(model_dir).parent / "rollout"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "success.json", json.dumps(report, indent=2))
     atomic_write_text(out / "success.md", markdown_table(report))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..model import ConditionalVAE
-from ..pixels import image_grid
+from ..pixels import image_grid, save_image_grid
 
 
 class TextToImagePipeline:
@@ -64,3 +65,29 @@ class TextToImagePipeline:
         if output_type == "pt":
             return images
         return [image_grid(image[None], columns=1, padding=0) for image in images]
+
+
+@dataclass
+class GenerateConfig:
+    """What `cvae-bridge generate` writes: one grid row of images per prompt."""
+
+    model: str  # a model folder (save_pretrained)
+    prompts: list[str]
+    out: str = "grid.png"  # the PNG file to write
+    num: int = 8  # images per prompt
+    temperature: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+def generate_grid(config: GenerateConfig) -> Path:
+    """Generate `num` images per prompt and save them as one grid, a row per prompt."""
+    pipe = TextToImagePipeline.from_pretrained(config.model, device=config.device)
+    images = pipe(
+        config.prompts,
+        num_images_per_prompt=config.num,
+        temperature=config.temperature,
+        seed=config.seed,
+        output_type="pt",
+    )
+    return save_image_grid(images, config.out, columns=config.num)
