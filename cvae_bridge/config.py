@@ -171,7 +171,7 @@ class EvalConfig:
     split: Literal["train", "val", "test"] = "test"
     # Which metrics `cvae-bridge eval` computes (those that do not apply to a model are skipped
     # with a note in the table): faithfulness, nll, fid, diversity, diagnostics (of the latent
-    # space: KL per dimension, active units, mutual information; evaluation/diagnostics.py).
+    # space: KL per dimension, active units, mutual information; diagnostics.py).
     metrics: list[Literal["faithfulness", "nll", "fid", "diversity", "diagnostics"]] = field(
         default_factory=lambda: ["faithfulness", "nll", "fid", "diversity"]
     )

@@ -13,8 +13,8 @@ from PIL import Image
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.config import RunConfig, load_run_config, read_yaml
 from cvae_bridge.data import build_source
+from cvae_bridge.diagnostics import latent_diagnostics, training_diagnostics
 from cvae_bridge.evaluation import evaluate
-from cvae_bridge.evaluation.diagnostics import latent_diagnostics, training_diagnostics
 from cvae_bridge.evaluation.pictures import PLANE_SIZE, write_pictures
 from cvae_bridge.latent import MLPPosterior
 from cvae_bridge.training import train

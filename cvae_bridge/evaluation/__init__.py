@@ -3,13 +3,13 @@
     evaluate.py      `cvae-bridge eval`: the metrics of eval.metrics, written as metrics.json / .md
     classifier.py    faithfulness: a classifier trained on the real images, cached
     fid.py           Frechet distance on EfficientNet-Lite0 features; diversity.py: pairwise diversity
-    diagnostics.py   latent diagnostics: KL per dimension, active units, mutual information
-    samples.py       sample grids; pictures.py: reconstructions, interpolations, latent plane, curves
+    pictures.py      reconstructions, interpolations, latent plane, loss curves
     rollout.py       policies in the simulators (success rates, sub-stages, videos)
     replay.py        policies on recorded episodes (L1 against the recorded actions)
 
-The top layer: it may import everything else (pipelines, training, data, envs, the model);
-nothing imports it, but for training's sample grid and diagnostics (tests/test_layering.py).
+The top layer: it may import everything else (pipelines, training, data, envs, the model, the
+latent diagnostics and sample grids it shares with training); nothing imports it
+(tests/test_layering.py).
 """
 
 from .classifier import (

@@ -32,18 +32,18 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import RunConfig
 from ..data import DataSource, build_source
 from ..data.base import to_device
+from ..diagnostics import latent_diagnostics
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..model import ConditionalVAE
 from ..pixels import save_image_grid
 from ..runtime import keep_freed_memory
+from ..samples import grid_samples, image_targets, text_conditions
 from .classifier import load_or_train_classifier
-from .diagnostics import latent_diagnostics
 from .diversity import pairwise_diversity
 from .fid import FeatureExtractor, frechet_distance
 from .pictures import write_pictures
-from .samples import grid_samples, image_targets, text_conditions
 
 
 def evaluate(

@@ -29,11 +29,11 @@ import torch
 from einops import rearrange, repeat
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from ..diagnostics import latent_parameters
 from ..errors import ConfigError, InputError
 from ..model import Batch, ConditionalVAE
 from ..pixels import save_image_grid
-from .diagnostics import latent_parameters
-from .samples import image_targets
+from ..samples import image_targets
 
 COLUMNS = 8
 RECONSTRUCTIONS = 32  # examples shown

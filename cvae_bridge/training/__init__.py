@@ -6,8 +6,9 @@
     sampler.py       epoch-seeded, resumable, sharded batch order
     ema.py           exponential moving average of the weights
 
-Imports the model, data and the core; never pipelines, and evaluation only for the periodic sample
-grid and latent diagnostics (the two known exceptions in tests/test_layering.py).
+Imports the model, data and the core (its periodic sample grid and latent diagnostics come from
+`cvae_bridge/samples.py` and `diagnostics.py`, which evaluation uses too); never evaluation or
+pipelines (tests/test_layering.py).
 """
 
 from .trainer import Trainer, TrainResult, build_optimizer, train

@@ -34,11 +34,12 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, TrainConfig, to_dict, write_yaml
 from ..data import build_source
 from ..data.base import collate, to_device
+from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
-from ..evaluation.diagnostics import training_diagnostics
 from ..model import ConditionalVAE
 from ..pixels import save_image_grid
 from ..runtime import keep_freed_memory
+from ..samples import grid_samples
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .losses import TrainingLosses
@@ -388,8 +389,6 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _write_samples(self, model: ConditionalVAE, path: Path) -> None:
-        from ..evaluation.samples import grid_samples
-
         images = grid_samples(model, self.config.eval, self.eval_set)
         if images is not None:
             save_image_grid(images, path, self.config.eval.grid_columns)

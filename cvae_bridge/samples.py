@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from ..config import EvalConfig
-from ..errors import ConfigError
-from ..model import ConditionalVAE
+from .config import EvalConfig
+from .errors import ConfigError
+from .model import ConditionalVAE
 
 GRID_ROWS = 10
 

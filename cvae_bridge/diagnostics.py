@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from ..errors import InputError
-from ..latent import gaussian_kl, gaussian_log_prob, reparameterize
-from ..model import Batch, ConditionalVAE
+from .errors import InputError
+from .latent import gaussian_kl, gaussian_log_prob, reparameterize
+from .model import Batch, ConditionalVAE
 
 ACTIVE_VARIANCE = 0.01  # Burda et al.'s threshold on Var_x(E_q[z_u])
 COLLAPSE_KL = 0.1  # nats, summed over the latent dimensions
