@@ -40,7 +40,6 @@ ENV_STATE = "observation.environment_state"
 IMAGE = "observation.images.top"
 IMAGE_SIZE = (240, 320)  # (H, W) by default: half of ACT's 480x640, so that episodes with images stay small
 
-SPLITS = ("train", "heldout", "all")
 
 
 class RenderError(RuntimeError):
@@ -149,10 +148,7 @@ def list_tasks(suite: str) -> list[str]:
 def instructions(suite: str, task: str, split: str = "train") -> list[str]:
     """Instruction phrasings of a task: "train", "heldout" (evaluation only) or "all"."""
     _check_task(suite, task)
-    train, heldout = SUITES[suite].instructions[task]
-    if split not in SPLITS:
-        raise ConfigError(f"unknown instruction split {split!r}; expected one of {list(SPLITS)}")
-    return list({"train": train, "heldout": heldout, "all": train + heldout}[split])
+    return list(SUITES[suite].instructions[task].pick(split))
 
 
 def draw_instruction(suite: str, task: str, seed: int) -> str:

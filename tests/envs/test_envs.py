@@ -84,7 +84,7 @@ def test_instructions_split_train_and_heldout(suite):
         assert all(isinstance(text, str) and text.strip() == text and text for text in train + heldout)
         assert not seen & set(train + heldout), f"{task}: a phrasing is shared with another task"
         seen |= set(train + heldout)
-    with pytest.raises(ConfigError, match="unknown instruction split 'test'"):
+    with pytest.raises(ConfigError, match="unknown phrasing set 'test'"):
         instructions(suite, list_tasks(suite)[0], "test")
 
 

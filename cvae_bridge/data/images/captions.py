@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...errors import ConfigError
+from ...phrasings import Phrasings
 
-Phrasing = Literal["train", "heldout"]
+Phrasing = Literal["train", "heldout"]  # of PhrasingSet, those a dataset split draws from
 
 
 def _with_article(name: str) -> str:
@@ -96,11 +97,8 @@ class CaptionTemplates:
         return template.format(name=name, a_name=_with_article(name), digit=str(label))
 
     def phrasings(self, which: Phrasing) -> tuple[str, ...]:
-        if which == "train":
-            return self.templates[: -self.heldout]
-        if which == "heldout":
-            return self.templates[-self.heldout :]
-        raise ConfigError(f"unknown phrasing set {which!r}; expected 'train' or 'heldout'")
+        split = Phrasings(self.templates[: -self.heldout], self.templates[-self.heldout :])
+        return split.pick(which)
 
     def captions(self, which: Phrasing) -> list[list[str]]:
         """captions(which)[label]: every caption of that class in the phrasing set."""
