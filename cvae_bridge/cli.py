@@ -138,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. train.steps=500 (repeatable)",
     )
 
+    _add_train(commands, overrides)
+    _add_generate(commands, overrides)
+    _add_evaluate(commands, overrides)
+    _add_replay(commands, overrides)
+    _add_demos(commands, overrides)
+    _add_rollout(commands, overrides)
+    _add_listing(commands, overrides)
+    _add_config(commands, overrides)
+    return parser
+
+
+def _add_train(commands: Any, overrides: argparse.ArgumentParser) -> None:
     train = commands.add_parser(
         "train", parents=[overrides], help="train a model (no CONFIG: text-to-image on MNIST)"
     )
@@ -147,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
+
+def _add_generate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     generate = commands.add_parser(
         "generate", parents=[overrides], help="write a grid of images generated from prompts"
     )
@@ -161,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device")
     generate.set_defaults(run=_generate)
 
+
+def _add_evaluate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     evaluate = commands.add_parser(
         "eval", parents=[overrides], help="evaluate a model folder: metrics.json, metrics.md and pictures"
     )
@@ -169,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_eval)
 
+
+def _add_replay(commands: Any, overrides: argparse.ArgumentParser) -> None:
     replay = commands.add_parser(
         "replay",
         parents=[overrides],
@@ -196,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--device")
     replay.set_defaults(run=_replay)
 
+
+def _add_demos(commands: Any, overrides: argparse.ArgumentParser) -> None:
     demos = commands.add_parser(
         "demos",
         parents=[overrides],
@@ -230,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demos.set_defaults(run=_demos)
 
+
+def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
     rollout = commands.add_parser(
         "rollout",
         parents=[overrides],
@@ -273,15 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--device")
     rollout.set_defaults(run=_rollout)
 
+
+def _add_listing(commands: Any, overrides: argparse.ArgumentParser) -> None:
     listing = commands.add_parser("list", help="list registered components, plugins included")
     listing.set_defaults(run=_list)
 
+
+def _add_config(commands: Any, overrides: argparse.ArgumentParser) -> None:
     config = commands.add_parser(
         "config", parents=[overrides], help="print a run config with defaults filled in"
     )
     config.add_argument("config", nargs="?")
     config.set_defaults(run=_config)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
