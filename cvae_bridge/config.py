@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 import yaml
 
 from .errors import ConfigError
-from .files import atomic_write_text
 from .registry import REGISTRIES
+from .utils.files import atomic_write_text
 
 C = TypeVar("C")
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
 from .errors import CheckpointError, ConfigError
-from .files import atomic_directory, restore_retired
+from .utils.files import atomic_directory, restore_retired
 from .version import __version__
 
 FORMAT_VERSION = 2

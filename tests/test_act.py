@@ -17,8 +17,8 @@ from cvae_bridge.data.act_hdf5 import write_act_hdf5
 from cvae_bridge.data.lerobot import write_lerobot_dataset
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.pipelines import ActionChunkPolicy
-from cvae_bridge.pixels import frame_tensor
 from cvae_bridge.training import train
+from cvae_bridge.utils.pixels import frame_tensor
 
 K = 8
 FEATURES = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}

@@ -7,7 +7,7 @@
     act_hdf5.py   ACT's episode_<i>.hdf5 folders (read and write)
     lerobot/      LeRobotDataset v3.0 folders (metadata, frames, reader, writer)
 
-Imports the core's small modules (config, errors, files, lru, pixels, registry) only; never the
+Imports config, errors, registry and utils only; never the
 model, training, evaluation, pipelines or envs (tests/test_layering.py).
 """
 

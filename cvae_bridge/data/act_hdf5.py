@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DependencyError, InputError
-from ..files import atomic_directory
 from ..registry import register_dataset
+from ..utils.files import atomic_directory
 from .robot import (
     Episode,
     EpisodeSource,

@@ -32,8 +32,8 @@ import torch
 
 from ..config import DatasetConfig
 from ..errors import ConfigError, InputError
-from ..lru import LRUCache
-from ..pixels import frame_tensor
+from ..utils.lru import LRUCache
+from ..utils.pixels import frame_tensor
 from .base import DataSource, PairedDataset, Sample, Split
 
 SPLITS = ("train", "val")

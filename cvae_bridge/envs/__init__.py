@@ -41,7 +41,6 @@ IMAGE = "observation.images.top"
 IMAGE_SIZE = (240, 320)  # (H, W) by default: half of ACT's 480x640, so that episodes with images stay small
 
 
-
 class RenderError(RuntimeError):
     """Offscreen rendering (MUJOCO_GL=egl or osmesa) is unavailable on this machine."""
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..data.lerobot import INFO_PATH, LeRobotDatasetWriter
 from ..errors import ConfigError, InputError
-from ..files import atomic_write_text
+from ..utils.files import atomic_write_text
 from . import IMAGE_SIZE, check_image_size, get_suite, list_tasks, scripted_episodes
 
 EVAL_SEED = 100_000  # first seed of rollout evaluation, far above the demonstrations'

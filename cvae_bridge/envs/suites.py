@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..phrasings import Phrasings
+from ..utils.phrasings import Phrasings
 
 
 class Suite(NamedTuple):

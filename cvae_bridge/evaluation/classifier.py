@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, InputError
-from ..files import atomic_directory
+from ..utils.files import atomic_directory
 
 CACHE_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -34,12 +34,12 @@ from ..data import DataSource, build_source
 from ..data.base import to_device
 from ..diagnostics import latent_diagnostics
 from ..errors import ConfigError
-from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..model import ConditionalVAE
-from ..pixels import save_image_grid
-from ..runtime import keep_freed_memory
 from ..samples import grid_samples, image_targets, text_conditions
+from ..utils.files import atomic_write_text
+from ..utils.pixels import save_image_grid
+from ..utils.runtime import keep_freed_memory
 from .classifier import load_or_train_classifier
 from .diversity import pairwise_diversity
 from .fid import FeatureExtractor, frechet_distance

@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from ..diagnostics import latent_parameters
 from ..errors import ConfigError, InputError
 from ..model import Batch, ConditionalVAE
-from ..pixels import save_image_grid
 from ..samples import image_targets
+from ..utils.pixels import save_image_grid
 
 COLUMNS = 8
 RECONSTRUCTIONS = 32  # examples shown

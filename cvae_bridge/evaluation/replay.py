@@ -15,10 +15,10 @@ from ..config import DatasetConfig, from_dict
 from ..data import build_source
 from ..data.robot import EpisodeSource, RobotDataConfig
 from ..errors import CheckpointError, ConfigError, InputError
-from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..pipelines.policy import ActionChunkPolicy
 from ..registry import DATASETS
+from ..utils.files import atomic_write_text
 
 
 def dataset_type(path: str | Path) -> str:

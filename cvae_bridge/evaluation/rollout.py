@@ -35,9 +35,9 @@ import numpy as np
 from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
 from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
 from ..errors import ConfigError
-from ..files import atomic_write_text
 from ..hub import read_run_config
 from ..pipelines.policy import ActionChunkPolicy
+from ..utils.files import atomic_write_text
 
 GIF_FPS = 20  # GIFs keep every n-th frame so as to play at about this rate, in real time
 

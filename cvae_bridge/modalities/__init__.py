@@ -6,7 +6,7 @@
     action.py           ACT's action-chunk encoder and transformer decoder
     vector.py           flat vectors and class labels
 
-Imports the core only (config, errors, registry, layers, imagenet, lru).
+Imports the core only (config, errors, registry, layers, imagenet, utils).
 """
 
 from . import action, image, image_backbone, text, vector  # noqa: F401

@@ -29,8 +29,8 @@ from ..config import EncoderConfig
 from ..errors import ConfigError, InputError
 from ..imagenet import PIXEL_MEAN, PIXEL_STD, RESNET_MEAN, RESNET_STD, load_efficientnet_lite0, load_resnet18
 from ..layers import sine_positions_2d
-from ..lru import LRUCache
 from ..registry import register_encoder
+from ..utils.lru import LRUCache
 from .base import Encoder, Tokens, check_tensor
 
 

@@ -23,8 +23,8 @@ from torch.nn.utils.rnn import pad_sequence
 from ..config import EncoderConfig
 from ..errors import ConfigError, InputError
 from ..layers import masked_mean
-from ..lru import LRUCache
 from ..registry import register_encoder
+from ..utils.lru import LRUCache
 from .base import Encoder, Tokens
 
 

@@ -37,7 +37,7 @@ from einops import einsum
 from ..errors import CheckpointError, ConfigError, InputError
 from ..hub import RUN_CONFIG_NAME, read_run_config
 from ..model import ConditionalVAE
-from ..pixels import frame_tensor
+from ..utils.pixels import frame_tensor
 
 
 class ActionChunkPolicy:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..model import ConditionalVAE
-from ..pixels import image_grid, save_image_grid
+from ..utils.pixels import image_grid, save_image_grid
 
 
 class TextToImagePipeline:

@@ -37,9 +37,9 @@ from ..data.base import collate, to_device
 from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..model import ConditionalVAE
-from ..pixels import save_image_grid
-from ..runtime import keep_freed_memory
 from ..samples import grid_samples
+from ..utils.pixels import save_image_grid
+from ..utils.runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .losses import TrainingLosses

@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, hub
 from cvae_bridge.errors import InputError
-from cvae_bridge.files import atomic_directory, atomic_write_text
 from cvae_bridge.training import checkpoints, train
 from cvae_bridge.training.checkpoints import list_checkpoints
+from cvae_bridge.utils.files import atomic_directory, atomic_write_text
 
 TESTS = Path(__file__).parents[1]
 
@@ -71,7 +71,7 @@ def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, mon
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("cvae_bridge.files.os.replace", fail)
+    monkeypatch.setattr("cvae_bridge.utils.files.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...errors import ConfigError
-from ...phrasings import Phrasings
+from ...utils.phrasings import Phrasings
 
 Phrasing = Literal["train", "heldout"]  # of PhrasingSet, those a dataset split draws from
 

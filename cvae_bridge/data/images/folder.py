@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...files import confined_path
 from ...registry import register_dataset
+from ...utils.files import confined_path
 from ..base import Sample
 from .common import (
     _PIL_ERRORS,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ...files import confined_path
-from ...lru import LRUCache
+from ...utils.files import confined_path
+from ...utils.lru import LRUCache
 from ..robot import (
     FrameSequence,
     OpenFiles,

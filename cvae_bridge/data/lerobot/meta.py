@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DependencyError, InputError
-from ...files import confined_path
+from ...utils.files import confined_path
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"

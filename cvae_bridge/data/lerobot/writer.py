@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...files import atomic_directory
+from ...utils.files import atomic_directory
 from ..robot import (
     Episode,
     episode_to_write,

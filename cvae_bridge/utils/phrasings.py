@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PhrasingSet = Literal["train", "heldout", "all"]
 PHRASING_SETS = ("train", "heldout", "all")
