@@ -157,6 +157,13 @@ class TrainConfig:
     # Target name -> perceptual and adversarial terms for an image target
     # (training/losses.py); none by default.
     sharpen: dict[str, SharpenConfig] = field(default_factory=dict)
+    # Fine-tuning (training/finetune.py): start from a model folder's weights, strictly unless
+    # init_strict is false; keep modules matching `freeze` globs as loaded; scale the learning rate
+    # of parameters matching `lr_multipliers` globs.
+    init_from: str | None = None
+    init_strict: bool = True
+    freeze: list[str] = field(default_factory=list)
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):

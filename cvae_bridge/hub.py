@@ -139,24 +139,30 @@ def _upgrade(config: dict[str, Any]) -> dict[str, Any]:
 def load_pretrained(cls: type, directory: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild `cls` from the folder's config and load its weights strictly."""
     directory = Path(directory)
-    raw = _read_json(directory)
-    config = _upgrade(raw)
     try:
-        model_config = from_dict(ModelConfig, config.get("model"), path=f"{directory / CONFIG_NAME}:model")
+        model_config = from_dict(
+            ModelConfig, read_config(directory).get("model"), path=f"{directory / CONFIG_NAME}:model"
+        )
     except ConfigError as error:
         raise CheckpointError(str(error)) from error
     model = cls(model_config)
-    weights = directory / WEIGHTS_NAME
+    load_state_strict(model, read_weights(directory), str(directory / WEIGHTS_NAME))
+    return model.to(device).eval()
+
+
+def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The folder's saved tensors under the current format's names (an older format's training-only
+    weights are left out)."""
+    weights = Path(directory) / WEIGHTS_NAME
+    version = _read_json(directory)["format_version"]
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found")
     try:
         state = load_file(str(weights))
     except Exception as error:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {error}") from error
-    legacy = LEGACY_PREFIXES.get(raw["format_version"], ())
-    state = {k: v for k, v in state.items() if not k.startswith(legacy)}
-    load_state_strict(model, state, str(weights))
-    return model.to(device).eval()
+    legacy = LEGACY_PREFIXES.get(version, ())
+    return {k: v for k, v in state.items() if not k.startswith(legacy)}
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -38,10 +38,12 @@ from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..model import ConditionalVAE
 from ..samples import grid_samples
+from ..utils.files import atomic_write_text
 from ..utils.pixels import save_image_grid
 from ..utils.runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
+from .finetune import check_lr_patterns, freeze, load_initial_weights, lr_factor_of
 from .losses import TrainingLosses
 from .sampler import EpochBatchSampler
 
@@ -74,15 +76,16 @@ def check_first_batch(model: ConditionalVAE, dataset: Dataset, batch_size: int, 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, losses: nn.Module | None = None) -> torch.optim.AdamW:
     """AdamW over the trainable weights, one parameter group per learning-rate factor that the
-    model declares (`lr_multipliers()`: a fine-tuned pretrained backbone), and one for the
+    model declares (`lr_multipliers()`: a fine-tuned pretrained backbone) or train.lr_multipliers
+    sets, and one for the
     training losses' own weights (a discriminator). The fused kernel (one pass over each tensor
     instead of a dozen) is used on the devices that have it: on a CPU it makes the step ~3x faster."""
-    multipliers = getattr(model, "lr_multipliers", dict)()
+    declared = getattr(model, "lr_multipliers", dict)()
+    check_lr_patterns(model, cfg.lr_multipliers)
     groups: dict[float, list[nn.Parameter]] = {1.0: []}  # the run's rate first: the log reports group 0
     for name, param in model.named_parameters():
         if param.requires_grad:
-            factor = next((f for prefix, f in multipliers.items() if name.startswith(prefix + ".")), 1.0)
-            groups.setdefault(factor, []).append(param)
+            groups.setdefault(lr_factor_of(name, cfg.lr_multipliers, declared), []).append(param)
     param_groups = [{"params": params, "lr": cfg.lr * factor} for factor, params in groups.items() if params]
     own = [p for p in losses.parameters() if p.requires_grad] if losses is not None else []
     if own:
@@ -146,6 +149,14 @@ class Trainer:
             model.set_normalization(
                 {n: (torch.as_tensor(m), torch.as_tensor(s)) for n, (m, s) in stats.items()}
             )
+        # Fine-tuning: before any run file exists, so that a folder that does not fit writes nothing.
+        self.init_report = (
+            load_initial_weights(model, cfg.init_from, cfg.init_strict) if cfg.init_from else None
+        )
+        self.frozen = freeze(model, cfg.freeze)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        self.accelerator.print(f"parameters: {trainable:,} trainable, {total - trainable:,} frozen")
         losses = TrainingLosses(cfg.sharpen, model)
         optimizer = build_optimizer(model, cfg, losses)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -201,7 +212,7 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         metrics: dict[str, float] = {}
         tick, seen, waited = time.perf_counter(), 0, 0.0
-        self.model.train()  # once: evaluation switches it back after its own eval()
+        self._train_mode()  # once: evaluation switches it back after its own eval()
         self.losses.train()
         with self._signals():
             while step < cfg.steps:
@@ -274,6 +285,13 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_yaml(self.config, self.output_dir / "config.yaml")
+            if self.init_report is not None and step == 0:
+                atomic_write_text(self.output_dir / "init.json", json.dumps(self.init_report, indent=2))
+                report = self.init_report
+                self.accelerator.print(
+                    f"initialised from {report['init_from']}: {len(report['loaded'])} tensors loaded, "
+                    f"{len(report['new'])} new, {len(report['dropped'])} dropped, {len(report['mismatched'])} resized"
+                )
         hyperparameters = {
             k: str(v) if isinstance(v, (list, dict)) else v for k, v in _flatten(to_dict(self.config)).items()
         }
@@ -325,6 +343,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return figures
+
+    def _train_mode(self) -> None:
+        """Training mode, but frozen modules keep eval behaviour (batch-norm statistics, no dropout)."""
+        self.model.train()
+        for name in self.frozen:
+            self.unwrapped.get_submodule(name).eval()
 
     def _loss(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         """The model's loss parts, plus the training losses' terms on its reconstructions."""
@@ -385,7 +409,7 @@ class Trainer:
                     self.accelerator.print(f"warning: step {step}: {warning}")
                     self._log("warning", step, {"message": warning})
                 self._write_samples(model, self.output_dir / "samples" / f"step_{step:08d}.png")
-                model.train()
+                self._train_mode()
         self.accelerator.wait_for_everyone()
 
     def _write_samples(self, model: ConditionalVAE, path: Path) -> None:

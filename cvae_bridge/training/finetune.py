@@ -1,0 +1,99 @@
+"""Fine-tuning: start a run from a trained model folder, and choose which parts train.
+
+train.init_from: DIR          the folder's weights (normalisation statistics included) go into the
+                              model the run config builds; strict by default
+train.init_strict: false      tensors of new or resized components start fresh; `init.json` in the
+                              run folder lists what was loaded, what is new, what was dropped
+train.freeze: [glob, ...]     module names (`condition_encoders.*`, `decoders.image`) whose weights
+                              stay as loaded; they also stay in eval mode (batch norm, dropout)
+train.lr_multipliers: {glob: factor}   parameter names -> factor of train.lr
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..hub import WEIGHTS_NAME, read_weights, saved_state
+
+
+def load_initial_weights(model: torch.nn.Module, directory: str | Path, strict: bool) -> dict[str, Any]:
+    """Load a model folder's weights into `model`; returns the report written as init.json.
+
+    Strict: every tensor the model saves must be in the folder with the same shape, and nothing more.
+    Otherwise the tensors present with the same shape are loaded and the rest start fresh.
+    """
+    directory = Path(directory)
+    where = f"train.init_from={str(directory)!r}"
+    if not directory.is_dir():
+        raise CheckpointError(f"{where}: no such folder (expected a model folder written by training)")
+    try:
+        state = read_weights(directory)
+    except CheckpointError as error:
+        raise CheckpointError(f"{where}: {error}") from error
+    weights = directory / WEIGHTS_NAME
+    expected = saved_state(model)
+    same = sorted(k for k in expected.keys() & state.keys() if expected[k].shape == state[k].shape)
+    mismatched = sorted(
+        f"{k}: saved {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
+        for k in expected.keys() & state.keys()
+        if expected[k].shape != state[k].shape
+    )
+    new = sorted(expected.keys() - state.keys())
+    dropped = sorted(state.keys() - expected.keys())
+    if strict and (mismatched or new or dropped):
+        raise CheckpointError(
+            f"{where} does not match the model of this run config: shape mismatches {mismatched[:5]}, "
+            f"missing from the folder {new[:5]}, not in the model {dropped[:5]} "
+            f"({len(mismatched)}, {len(new)}, {len(dropped)} in all); set train.init_strict: false to load "
+            f"what matches and start the rest fresh"
+        )
+    model.load_state_dict({k: state[k] for k in same}, strict=False)
+    return {
+        "init_from": str(directory),
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "strict": strict,
+        "loaded": same,
+        "new": new,
+        "dropped": dropped,
+        "mismatched": mismatched,
+    }
+
+
+def freeze(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Stop gradients to the modules whose names match a glob; returns their names. A pattern that
+    matches nothing is an error listing the model's top module names."""
+    names = [n for n, _ in model.named_modules() if n]
+    frozen = []
+    for pattern in patterns:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            top = sorted({n.rsplit(".", 1)[0] for n in names if n.count(".") <= 1})
+            raise ConfigError(f"train.freeze: {pattern!r} matches no module; modules include {top}")
+        frozen += matched
+    for name in frozen:
+        model.get_submodule(name).requires_grad_(False)
+    return frozen
+
+
+def lr_factor_of(name: str, patterns: dict[str, float], declared: dict[str, float]) -> float:
+    """The learning-rate factor of parameter `name`: the first matching train.lr_multipliers glob,
+    else what the model declares for its submodule (a fine-tuned backbone), else 1."""
+    for pattern, factor in patterns.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return factor
+    return next((f for prefix, f in declared.items() if name.startswith(prefix + ".")), 1.0)
+
+
+def check_lr_patterns(model: torch.nn.Module, patterns: dict[str, float]) -> None:
+    names = [n for n, _ in model.named_parameters()]
+    for pattern, factor in patterns.items():
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(f"train.lr_multipliers: {pattern!r} matches no parameter; e.g. {names[:5]}")
+        if not factor >= 0:
+            raise ConfigError(f"train.lr_multipliers: {pattern!r} needs a factor >= 0, got {factor}")

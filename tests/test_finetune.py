@@ -1,0 +1,90 @@
+"""Fine-tuning: starting from a trained model folder (strict and partial), freezing, learning-rate
+multipliers by pattern, and a condition added to a trained model."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_training import MODEL, run_config, weights
+
+from cvae_bridge.errors import CheckpointError, ConfigError
+from cvae_bridge.training import Trainer, train
+
+UNCONDITIONAL = {**MODEL, "conditions": {}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small label-conditioned model, trained for 6 steps."""
+    out = tmp_path_factory.mktemp("base")
+    train(run_config(out, steps=6))
+    return out / "model"
+
+
+def test_strict_start_loads_every_tensor(trained, tmp_path):
+    trainer = Trainer(run_config(tmp_path / "run", steps=2, init_from=str(trained)))
+    started = {k: v for k, v in trainer.unwrapped.state_dict().items()}
+    assert all(torch.equal(started[k], v) for k, v in load_file(str(trained / "model.safetensors")).items())
+    report = trainer.init_report
+    assert report["new"] == report["dropped"] == report["mismatched"] == [] and len(report["loaded"]) == len(
+        started
+    )
+    trainer.fit()
+    saved = json.loads((tmp_path / "run" / "init.json").read_text())
+    assert saved["init_from"] == str(trained) and len(saved["weights_sha256"]) == 64
+
+
+def test_strict_start_names_what_differs_and_writes_nothing(trained, tmp_path):
+    other = {**MODEL, "latent_dim": 6}
+    with pytest.raises(CheckpointError, match=r"init_from=.*shape mismatches .*saved \(8,\), model \(12,\)"):
+        Trainer(run_config(tmp_path / "run", model=other, init_from=str(trained)))
+    with pytest.raises(CheckpointError, match="no such folder"):
+        Trainer(run_config(tmp_path / "run", init_from=str(tmp_path / "missing")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_condition_added_to_a_trained_model_starts_fresh_and_trains(tmp_path):
+    train(run_config(tmp_path / "base", model=UNCONDITIONAL, steps=4))
+    settings = {"init_from": str(tmp_path / "base" / "model"), "init_strict": False, "steps": 4}
+    result = train(run_config(tmp_path / "run", **settings))
+    report = json.loads((tmp_path / "run" / "init.json").read_text())
+    # New: the label's encoder and type embedding, and the decoder's pooling of conditions, which
+    # an unconditional decoder does not have; resized: the layers that now read the label too.
+    assert all(
+        k.startswith(("condition_encoders.label.", "type_embeddings.label", "decoders.image.pool."))
+        for k in report["new"]
+    )
+    assert [m.split(":")[0] for m in report["mismatched"]] == [
+        "decoders.image.input.weight",
+        "posterior.net.0.weight",
+    ]
+    assert not report["dropped"] and result.status == "completed"
+    assert {"target_encoders.image.net.0.weight", "heads.image.project.weight"} & set(report["loaded"])
+
+
+def test_frozen_modules_keep_their_weights_bitwise(trained, tmp_path):
+    result = train(
+        run_config(
+            tmp_path / "run", steps=3, init_from=str(trained), freeze=["target_encoders.*", "decoders.*"]
+        )
+    )
+    before, after = load_file(str(trained / "model.safetensors")), weights(tmp_path / "run")
+    frozen = [k for k in before if k.startswith(("target_encoders.", "decoders."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("heads."))
+    assert result.status == "completed"
+
+
+def test_unknown_patterns_are_errors_that_list_the_names(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.freeze: 'encoder\.\*' matches no module; modules include"):
+        Trainer(run_config(tmp_path / "a", freeze=["encoder.*"]))
+    with pytest.raises(ConfigError, match=r"train.lr_multipliers: 'nothing\.\*' matches no parameter"):
+        Trainer(run_config(tmp_path / "b", lr_multipliers={"nothing.*": 0.1}))
+
+
+def test_learning_rate_multipliers_by_pattern(tmp_path):
+    trainer = Trainer(run_config(tmp_path / "a", lr_multipliers={"decoders.*": 0.1}))
+    rates = sorted(group["initial_lr"] for group in trainer.optimizer.param_groups)  # before warm-up
+    base = trainer.config.train.lr
+    assert rates == pytest.approx(sorted([base, base * 0.1]))
