@@ -129,6 +129,23 @@ class ModelConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (peft) on the Linear and Conv2d layers whose module names match `targets`;
+    everything else is frozen. The exported model has them merged into its weights."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["*"])  # module-name globs
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ConfigError(
+                f"lora: expected rank >= 1, alpha > 0 and 0 <= dropout < 1; got {self.rank}, {self.alpha}, {self.dropout}"
+            )
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "runs/mnist_text_to_image"
     seed: int = 0
@@ -164,6 +181,7 @@ class TrainConfig:
     init_strict: bool = True
     freeze: list[str] = field(default_factory=list)
     lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lora: LoRAConfig | None = None  # adapters instead of full fine-tuning
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):

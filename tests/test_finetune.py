@@ -1,5 +1,5 @@
 """Fine-tuning: starting from a trained model folder (strict and partial), freezing, learning-rate
-multipliers by pattern, and a condition added to a trained model."""
+multipliers by pattern, a condition added to a trained model, and LoRA adapters."""
 
 import json
 
@@ -8,8 +8,11 @@ import torch
 from safetensors.torch import load_file
 from test_training import MODEL, run_config, weights
 
+from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
+from cvae_bridge.config import LoRAConfig
 from cvae_bridge.errors import CheckpointError, ConfigError
 from cvae_bridge.training import Trainer, train
+from cvae_bridge.training.finetune import add_lora, merge_lora
 
 UNCONDITIONAL = {**MODEL, "conditions": {}}
 
@@ -88,3 +91,39 @@ def test_learning_rate_multipliers_by_pattern(tmp_path):
     rates = sorted(group["initial_lr"] for group in trainer.optimizer.param_groups)  # before warm-up
     base = trainer.config.train.lr
     assert rates == pytest.approx(sorted([base, base * 0.1]))
+
+
+def test_merged_lora_adapters_give_the_adapted_outputs():
+    torch.manual_seed(0)
+    model = ConditionalVAE(from_dict(ModelConfig, MODEL))
+    plain_keys = set(model.state_dict())
+    adapted = add_lora(model, LoRAConfig(rank=2, targets=["decoders.*", "heads.*"]))
+    assert adapted and all(n.startswith(("decoders.", "heads.")) for n in adapted)
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    for name, param in model.named_parameters():  # peft starts B at zero: make the adapters do something
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    batch = {"label": torch.arange(4) % 10, "image": torch.rand(4, 1, 8, 8)}
+    model.eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        before = model(batch)
+    merge_lora(model)
+    assert set(model.state_dict()) == plain_keys
+    torch.manual_seed(1)
+    with torch.no_grad():
+        after = model(batch)
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=1e-4, atol=1e-4)
+
+
+def test_a_lora_run_changes_only_the_adapted_layers_and_exports_a_plain_model(trained, tmp_path):
+    lora = {"rank": 2, "targets": ["decoders.*"]}
+    result = train(run_config(tmp_path / "run", steps=3, init_from=str(trained), lora=lora))
+    before, after = load_file(str(trained / "model.safetensors")), weights(tmp_path / "run")
+    assert set(after) == set(before)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoders.") and k.endswith("weight") for k in changed)
+    ConditionalVAE.from_pretrained(result.model_dir)
+    with pytest.raises(ConfigError, match=r"train.lora.targets: 'posterior\.out' matches no trainable"):
+        Trainer(run_config(tmp_path / "bad", lora={"targets": ["posterior.out"]}))

@@ -7,6 +7,8 @@ train.init_strict: false      tensors of new or resized components start fresh; 
 train.freeze: [glob, ...]     module names (`condition_encoders.*`, `decoders.image`) whose weights
                               stay as loaded; they also stay in eval mode (batch norm, dropout)
 train.lr_multipliers: {glob: factor}   parameter names -> factor of train.lr
+train.lora: {rank, alpha, targets}     LoRA adapters (peft) on matching layers, the rest frozen;
+                              merged into the weights of the exported model
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..config import LoRAConfig
+from ..errors import CheckpointError, ConfigError, DependencyError
 from ..hub import WEIGHTS_NAME, read_weights, saved_state
 
 
@@ -97,3 +100,53 @@ def check_lr_patterns(model: torch.nn.Module, patterns: dict[str, float]) -> Non
             raise ConfigError(f"train.lr_multipliers: {pattern!r} matches no parameter; e.g. {names[:5]}")
         if not factor >= 0:
             raise ConfigError(f"train.lr_multipliers: {pattern!r} needs a factor >= 0, got {factor}")
+
+
+def add_lora(model: torch.nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap the Linear and Conv2d layers matching `config.targets` with LoRA adapters (peft) and
+    freeze every other weight; returns the wrapped module names. Attention's output projection is
+    left out: nn.MultiheadAttention reads its weight directly, so an adapter there would do nothing."""
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import inject_adapter_in_model
+    except ImportError as error:
+        raise DependencyError(
+            'train.lora needs peft: pip install "cvae-bridge[finetune]" (or pip install peft)'
+        ) from error
+    attention = {
+        f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)
+    }
+    layers = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
+        and n not in attention
+        and any(p.requires_grad for p in m.parameters())
+    ]
+    names = []
+    for pattern in config.targets:
+        matched = [n for n in layers if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"train.lora.targets: {pattern!r} matches no trainable Linear or Conv2d layer; e.g. {layers[:8]}"
+            )
+        names += [n for n in matched if n not in names]
+    model.requires_grad_(False)
+    settings = PeftLoraConfig(
+        r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=names
+    )
+    inject_adapter_in_model(settings, model)  # only the adapters' weights train
+    return names
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every adapter into the layer it wraps and put the plain layer back, in place: the
+    model then has the structure (and state-dict keys) of one built from its config."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
+    return model

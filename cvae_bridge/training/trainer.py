@@ -43,7 +43,7 @@ from ..utils.pixels import save_image_grid
 from ..utils.runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
-from .finetune import check_lr_patterns, freeze, load_initial_weights, lr_factor_of
+from .finetune import add_lora, check_lr_patterns, freeze, load_initial_weights, lr_factor_of, merge_lora
 from .losses import TrainingLosses
 from .sampler import EpochBatchSampler
 
@@ -154,9 +154,13 @@ class Trainer:
             load_initial_weights(model, cfg.init_from, cfg.init_strict) if cfg.init_from else None
         )
         self.frozen = freeze(model, cfg.freeze)
+        self.adapted = add_lora(model, cfg.lora) if cfg.lora else []
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        self.accelerator.print(f"parameters: {trainable:,} trainable, {total - trainable:,} frozen")
+        self.accelerator.print(
+            f"parameters: {trainable:,} trainable, {total - trainable:,} frozen"
+            + (f"; LoRA adapters on {len(self.adapted)} layers" if self.adapted else "")
+        )
         losses = TrainingLosses(cfg.sharpen, model)
         optimizer = build_optimizer(model, cfg, losses)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -418,13 +422,17 @@ class Trainer:
             save_image_grid(images, path, self.config.eval.grid_columns)
 
     def _export(self) -> Path:
-        """save_pretrained into output_dir/model (EMA weights if enabled) with the run config."""
+        """save_pretrained into output_dir/model (EMA weights if enabled, LoRA adapters merged)
+        with the run config."""
         model_dir = self.output_dir / "model"
         if self.accelerator.is_main_process:
             model = self.unwrapped
-            if self.ema is not None:
+            if self.ema is not None or self.adapted:
                 model = copy.deepcopy(model)
+            if self.ema is not None:
                 self.ema.copy_to(model)
+            if self.adapted:
+                merge_lora(model)
             model.save_pretrained(model_dir, run_config=self.config)
         self.accelerator.wait_for_everyone()
         return model_dir
