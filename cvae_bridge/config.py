@@ -131,12 +131,14 @@ class ModelConfig:
 @dataclass
 class LoRAConfig:
     """Low-rank adapters (peft) on the Linear and Conv2d layers whose module names match `targets`;
-    everything else is frozen. The exported model has them merged into its weights."""
+    everything else is frozen. The exported model has them merged into its weights, or, with
+    `merge: false`, is an adapter-only folder that names its base model (train.init_from)."""
 
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["*"])  # module-name globs
+    merge: bool = True
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:

@@ -2,17 +2,18 @@
 multipliers by pattern, a condition added to a trained model, and LoRA adapters."""
 
 import json
+import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_training import MODEL, run_config, weights
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.config import LoRAConfig
 from cvae_bridge.errors import CheckpointError, ConfigError
 from cvae_bridge.training import Trainer, train
-from cvae_bridge.training.finetune import add_lora, merge_lora
+from cvae_bridge.training.finetune import add_lora, load_adapter, merge_lora
 
 UNCONDITIONAL = {**MODEL, "conditions": {}}
 
@@ -127,3 +128,31 @@ def test_a_lora_run_changes_only_the_adapted_layers_and_exports_a_plain_model(tr
     ConditionalVAE.from_pretrained(result.model_dir)
     with pytest.raises(ConfigError, match=r"train.lora.targets: 'posterior\.out' matches no trainable"):
         Trainer(run_config(tmp_path / "bad", lora={"targets": ["posterior.out"]}))
+
+
+def test_an_adapter_only_folder_loads_as_the_merged_model(trained, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(trained, base)
+    lora = {"rank": 2, "targets": ["decoders.*"]}
+    merged = train(run_config(tmp_path / "merged", steps=3, init_from=str(base), lora=lora))
+    alone = train(run_config(tmp_path / "alone", steps=3, init_from=str(base), lora={**lora, "merge": False}))
+    assert sorted(p.name for p in alone.model_dir.iterdir()) == [
+        "adapter.safetensors",
+        "adapter_config.json",
+        "run_config.json",
+    ]
+    assert (alone.model_dir / "adapter.safetensors").stat().st_size < (
+        base / "model.safetensors"
+    ).stat().st_size
+    expected = ConditionalVAE.from_pretrained(merged.model_dir).state_dict()
+    for key, value in load_adapter(alone.model_dir).state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+
+    save_file(
+        {k: v + 1 for k, v in load_file(str(base / "model.safetensors")).items()},
+        str(base / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="base model .* has changed since the adapters were trained"):
+        load_adapter(alone.model_dir)
+    with pytest.raises(ConfigError, match="merge: false saves adapters for a base model"):
+        Trainer(run_config(tmp_path / "x", lora={**lora, "merge": False}))

@@ -8,21 +8,25 @@ train.freeze: [glob, ...]     module names (`condition_encoders.*`, `decoders.im
                               stay as loaded; they also stay in eval mode (batch norm, dropout)
 train.lr_multipliers: {glob: factor}   parameter names -> factor of train.lr
 train.lora: {rank, alpha, targets}     LoRA adapters (peft) on matching layers, the rest frozen;
-                              merged into the weights of the exported model
+                              merged into the weights of the exported model, or (merge: false)
+                              saved alone with the name and hash of their base model: load_adapter
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from ..config import LoRAConfig
+from ..config import LoRAConfig, RunConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, DependencyError
-from ..hub import WEIGHTS_NAME, read_weights, saved_state
+from ..hub import RUN_CONFIG_NAME, WEIGHTS_NAME, read_weights, saved_state
+from ..utils.files import atomic_directory
 
 
 def load_initial_weights(model: torch.nn.Module, directory: str | Path, strict: bool) -> dict[str, Any]:
@@ -150,3 +154,60 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
     return model
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+
+
+def save_adapter(
+    model: torch.nn.Module, directory: str | Path, run: RunConfig, report: dict[str, Any]
+) -> Path:
+    """An adapter-only folder: the LoRA weights, their settings and the base model they adapt
+    (its folder and the SHA-256 of its weights, from the run's init report)."""
+    config = {
+        "format": "cvae_bridge-lora",
+        "base_model": str(Path(report["init_from"]).resolve()),
+        "base_weights_sha256": report["weights_sha256"],
+        "lora": to_dict(run.train.lora),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if "lora_" in k}
+    with atomic_directory(directory) as temporary:
+        (temporary / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
+        save_file(state, str(temporary / ADAPTER_WEIGHTS))
+        (temporary / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run), indent=2))
+    return Path(directory)
+
+
+def load_adapter(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The base model named by an adapter folder with the adapters merged in, ready for inference
+    (the same model a `merge: true` run exports)."""
+    from ..model import ConditionalVAE
+
+    directory = Path(directory)
+    path = directory / ADAPTER_CONFIG
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found: an adapter folder is written by a run with train.lora.merge: false"
+        )
+    config = json.loads(path.read_text())
+    base = Path(config["base_model"])
+    digest = (
+        hashlib.sha256((base / WEIGHTS_NAME).read_bytes()).hexdigest()
+        if (base / WEIGHTS_NAME).is_file()
+        else None
+    )
+    if digest != config["base_weights_sha256"]:
+        raise CheckpointError(
+            f"{path}: the base model {base} is missing or has changed since the adapters were trained "
+            f"(weights SHA-256 {digest}, expected {config['base_weights_sha256']})"
+        )
+    model = ConditionalVAE.from_pretrained(base)
+    add_lora(model, from_dict(LoRAConfig, config["lora"], path=f"{path}:lora"))
+    missing, unexpected = model.load_state_dict(load_file(str(directory / ADAPTER_WEIGHTS)), strict=False)
+    missing = [k for k in missing if "lora_" in k]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{directory / ADAPTER_WEIGHTS}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return merge_lora(model).to(device).eval()

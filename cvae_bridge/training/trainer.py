@@ -43,7 +43,15 @@ from ..utils.pixels import save_image_grid
 from ..utils.runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
-from .finetune import add_lora, check_lr_patterns, freeze, load_initial_weights, lr_factor_of, merge_lora
+from .finetune import (
+    add_lora,
+    check_lr_patterns,
+    freeze,
+    load_initial_weights,
+    lr_factor_of,
+    merge_lora,
+    save_adapter,
+)
 from .losses import TrainingLosses
 from .sampler import EpochBatchSampler
 
@@ -154,6 +162,10 @@ class Trainer:
             load_initial_weights(model, cfg.init_from, cfg.init_strict) if cfg.init_from else None
         )
         self.frozen = freeze(model, cfg.freeze)
+        if cfg.lora and not cfg.lora.merge and not cfg.init_from:
+            raise ConfigError(
+                "train.lora.merge: false saves adapters for a base model: set train.init_from to it"
+            )
         self.adapted = add_lora(model, cfg.lora) if cfg.lora else []
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -431,9 +443,12 @@ class Trainer:
                 model = copy.deepcopy(model)
             if self.ema is not None:
                 self.ema.copy_to(model)
-            if self.adapted:
-                merge_lora(model)
-            model.save_pretrained(model_dir, run_config=self.config)
+            if self.adapted and not self.config.train.lora.merge:
+                save_adapter(model, model_dir, self.config, self.init_report)
+            else:
+                if self.adapted:
+                    merge_lora(model)
+                model.save_pretrained(model_dir, run_config=self.config)
         self.accelerator.wait_for_everyone()
         return model_dir
 
