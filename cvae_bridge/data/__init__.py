@@ -3,7 +3,8 @@
     base.py       DataSource (a registered dataset: splits, statistics), PairedDataset, collate
     images/       paired image / caption sources: mnist, fashion_mnist, digits, imagefolder,
                   hf_dataset, and the caption templates
-    robot.py      robot episodes as action-chunk samples, lazy frames, the open-file cache
+    robot.py      robot episodes as action-chunk samples, the episode sources' base
+    frames.py     camera streams read one frame at a time, the per-process open-file cache
     act_hdf5.py   ACT's episode_<i>.hdf5 folders (read and write)
     lerobot/      LeRobotDataset v3.0 folders (metadata, frames, reader, writer)
 

@@ -29,11 +29,10 @@ import numpy as np
 from ..errors import DependencyError, InputError
 from ..registry import register_dataset
 from ..utils.files import atomic_directory
+from .frames import FrameSequence, OpenFiles
 from .robot import (
     Episode,
     EpisodeSource,
-    FrameSequence,
-    OpenFiles,
     RobotDataConfig,
     episode_to_write,
     missing_features_error,

@@ -12,11 +12,7 @@ import numpy as np
 from ...errors import InputError
 from ...utils.files import confined_path
 from ...utils.lru import LRUCache
-from ..robot import (
-    FrameSequence,
-    OpenFiles,
-    file_identity,
-)
+from ..frames import FrameSequence, OpenFiles, file_identity
 from .meta import (
     _arrow,
     _av,
