@@ -271,8 +271,14 @@ def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
 def test_task_names_and_aliases():
     from cvae_bridge.envs.demos import resolve_tasks
 
-    assert resolve_tasks("metaworld", "mt10") == list_tasks("metaworld")
-    assert resolve_tasks("metaworld", None) == list_tasks("metaworld")
+    mt10 = resolve_tasks("metaworld", "mt10")
+    assert len(mt10) == 10 and "door-close-v3" not in mt10
+    assert (
+        resolve_tasks("metaworld", None)
+        == list_tasks("metaworld")
+        == [*mt10, "door-close-v3", "push-wall-v3"]
+    )
+    assert resolve_tasks("metaworld", ["push-wall-v3", "mt10"])[:2] == ["push-wall-v3", "reach-v3"]
     assert resolve_tasks("aloha", ["insertion", "all"]) == ["insertion", "transfer_cube"]
     with pytest.raises(ConfigError, match="unknown aloha task 'mt10'"):
         resolve_tasks("aloha", "mt10")

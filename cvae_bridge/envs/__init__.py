@@ -1,7 +1,8 @@
 """Simulated robot benchmarks with scripted experts, behind one small interface.
 
 Suites and tasks:
-    "metaworld": the 10 Meta-World MT10 tasks (metaworld 3.1.1), experts from `metaworld.policies`.
+    "metaworld": the 10 Meta-World MT10 tasks and two more (metaworld 3.1.1), experts from
+                 `metaworld.policies`; the task list "mt10" names the ten.
     "aloha":     ALOHA sim "transfer_cube" and "insertion" (gym-aloha 0.1.5 assets), experts
                  following ACT's recipe (scripted end-effector trajectory, replayed in joint space).
 

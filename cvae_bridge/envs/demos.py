@@ -43,12 +43,13 @@ DEMOS_FILE = "demos.json"
 
 def resolve_tasks(suite: str, tasks: str | Sequence[str] | None) -> list[str]:
     """Task names of a suite from a name, a list of names, an alias ("mt10") or None (all tasks)."""
-    known, aliases = list_tasks(suite), get_suite(suite).aliases
+    known = list_tasks(suite)
+    aliases = {"all": tuple(known), **get_suite(suite).aliases}
     names = [tasks] if isinstance(tasks, str) else list(tasks or ["all"])
     resolved: list[str] = []
     for name in names:
         if name in aliases:
-            resolved.extend(known)
+            resolved.extend(aliases[name])
         elif name in known:
             resolved.append(name)
         else:

@@ -1,4 +1,4 @@
-"""Meta-World MT10 (metaworld 3.1.1) behind the RobotEnv interface, with the shipped scripted experts.
+"""Meta-World (metaworld 3.1.1) behind the RobotEnv interface, with the shipped scripted experts.
 
 Seeds and tasks: a Meta-World 3 env only runs after `set_task(Task)`, and a Task freezes one random
 vector (`rand_vec`: object and goal positions). The MT10 benchmark draws 50 of them per task with
@@ -25,7 +25,7 @@ if sys.platform.startswith("linux"):
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
 import numpy as np
-from metaworld.env_dict import MT10_V3, MT10_V3_ARGS_KWARGS
+from metaworld.env_dict import MT50_V3, MT50_V3_ARGS_KWARGS
 from metaworld.policies import ENV_POLICY_MAP
 from metaworld.types import Task
 
@@ -42,7 +42,7 @@ class MetaWorldEnv(RobotEnv):
 
     def __init__(self, task: str, seed: int, render: bool, image_size: tuple[int, int]):
         super().__init__(task, seed, render, image_size)
-        self._env = MT10_V3[task]()
+        self._env = MT50_V3[task]()
         self.max_steps = self._env.max_path_length  # 500, Meta-World's horizon
         self.fps = round(1 / self._env.dt)
         self._renderer = make_renderer(self._env.model, image_size) if render else None
@@ -54,7 +54,7 @@ class MetaWorldEnv(RobotEnv):
 
     def _task_for_seed(self, seed: int) -> Task:
         env = self._env
-        kwargs = dict(MT10_V3_ARGS_KWARGS[self.task]["kwargs"])
+        kwargs = dict(MT50_V3_ARGS_KWARGS[self.task]["kwargs"])
         del kwargs["task_id"]
         # Sample rand_vec as metaworld._make_tasks does (a reset with an unfrozen vector), but from
         # the env's own RNG seeded with `seed`; the reset keeps each task's own rejection rules.
