@@ -78,6 +78,9 @@ def test_frozen_modules_keep_their_weights_bitwise(trained, tmp_path):
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("heads."))
     assert result.status == "completed"
+    counts = json.loads((tmp_path / "run" / "parameters.json").read_text())
+    assert counts["frozen"] == sum(before[k].numel() for k in frozen) and counts["lora_layers"] == 0
+    assert counts["trainable"] == sum(t.numel() for t in before.values()) - counts["frozen"]
 
 
 def test_unknown_patterns_are_errors_that_list_the_names(tmp_path):

@@ -1,7 +1,7 @@
 """The training loop, on Accelerate: CPU or GPU, one process or many (`accelerate launch`).
 
-    train(config)                 -> a run folder: config.yaml, checkpoints/, logs/, samples/,
-                                     log.jsonl, and model/ (save_pretrained) at the end
+    train(config)                 -> a run folder: config.yaml, parameters.json, checkpoints/, logs/,
+                                     samples/, log.jsonl, and model/ (save_pretrained) at the end
     train(config, resume=True)    -> continues from the newest checkpoint, exactly
 
 Each optimiser step takes `grad_accum` micro-batches. Data order, dropout and latent noise are
@@ -169,6 +169,11 @@ class Trainer:
         self.adapted = add_lora(model, cfg.lora) if cfg.lora else []
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
+        self.parameter_counts = {
+            "trainable": trainable,
+            "frozen": total - trainable,
+            "lora_layers": len(self.adapted),
+        }
         self.accelerator.print(
             f"parameters: {trainable:,} trainable, {total - trainable:,} frozen"
             + (f"; LoRA adapters on {len(self.adapted)} layers" if self.adapted else "")
@@ -301,6 +306,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_yaml(self.config, self.output_dir / "config.yaml")
+            atomic_write_text(self.output_dir / "parameters.json", json.dumps(self.parameter_counts) + "\n")
             if self.init_report is not None and step == 0:
                 atomic_write_text(self.output_dir / "init.json", json.dumps(self.init_report, indent=2))
                 report = self.init_report
