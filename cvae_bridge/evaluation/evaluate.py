@@ -102,8 +102,8 @@ def _not_applicable(metric: str, model: ConditionalVAE, source: DataSource) -> s
     if metric in ("faithfulness", "diversity"):
         if text_conditions(model) != list(model.condition_encoders):
             return "the model is not conditioned on text alone"
-        if not hasattr(source, "prompts"):
-            return f"dataset {source.config.type!r} has no labelled prompts"
+        if not getattr(source, "class_names", ()):
+            return f"dataset {source.config.type!r} has no labelled prompts (imagefolder: set label_column)"
     return None
 
 

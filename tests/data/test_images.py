@@ -370,6 +370,43 @@ def test_imagefolder_missing_file_and_bad_caption(tmp_path):
         source(type="imagefolder", root=str(tmp_path))
 
 
+def test_imagefolder_labels_and_prompts(tmp_path):
+    """With label_column: classes are the training labels, sorted; held-out prompts are the test
+    captions that training never uses; a test label outside the classes is refused."""
+    train = [
+        ("a.png", "a red square", "square"),
+        ("b.png", "a blue ball", "ball"),
+        ("c.png", "a red square", "square"),
+    ]
+    test = [
+        ("d.png", "a crimson box", "square"),
+        ("e.png", "a blue ball", "ball"),
+        ("f.png", "a sphere", "ball"),
+    ]
+    for split, rows in (("train", train), ("test", test)):
+        for name, _, _ in rows:
+            write_png(tmp_path / split / name, (9, 9, 9))
+        write_metadata(tmp_path / split, [{"file_name": n, "text": t, "kind": k} for n, t, k in rows])
+    data = source(type="imagefolder", root=str(tmp_path), label_column="kind", size=[4, 4])
+    assert data.class_names == ("ball", "square")
+    assert [int(data.split("train")[i]["label"]) for i in range(3)] == [1, 0, 1]
+    assert data.prompts("train") == [("a red square", 1), ("a blue ball", 0)]
+    assert data.prompts("heldout") == [("a crimson box", 1), ("a sphere", 0)]
+    assert int(source(type="imagefolder", root=str(tmp_path), size=[4, 4]).split("test")[0]["label"]) == -1
+    with pytest.raises(ConfigError, match="set data.label_column"):
+        source(type="imagefolder", root=str(tmp_path), size=[4, 4]).prompts()
+
+    write_metadata(tmp_path / "test", [{"file_name": "d.png", "text": "x", "kind": "cube"}])
+    with pytest.raises(InputError, match=r"test/metadata.jsonl, line 1: label 'cube' is not a class"):
+        source(type="imagefolder", root=str(tmp_path), label_column="kind")
+    write_metadata(tmp_path / "test", [{"file_name": "d.png", "text": "x", "kind": 3}])
+    with pytest.raises(InputError, match=r"line 1: label column 'kind' must hold a class name"):
+        source(type="imagefolder", root=str(tmp_path), label_column="kind")
+    write_metadata(tmp_path / "test", [{"file_name": "d.png", "text": "a blue ball", "kind": "ball"}])
+    with pytest.raises(ConfigError, match="every test caption also appears in training"):
+        source(type="imagefolder", root=str(tmp_path), label_column="kind").prompts("heldout")
+
+
 # ---------------------------------------------------------------------------------------------
 # Hugging Face datasets.
 

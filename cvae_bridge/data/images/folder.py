@@ -1,4 +1,8 @@
-"""`imagefolder`: images plus `metadata.jsonl`, Hugging Face's imagefolder layout."""
+"""`imagefolder`: images plus `metadata.jsonl`, Hugging Face's imagefolder layout.
+
+With `label_column`, each line also names its class; the classes make the text-to-image metrics
+apply (faithfulness, diversity): the prompts are the distinct captions of each split, and the
+held-out ones are the test split's captions that no training line uses."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import ConfigError, InputError
 from ...registry import register_dataset
 from ...utils.files import confined_path
 from ..base import Sample
@@ -31,14 +35,27 @@ class _Record:
     path: Path
     caption: str
     where: str  # "metadata.jsonl, line N" for messages
+    label: str | None = None  # the class name, with label_column
 
 
 class ImageFolderSplit(ImageSplit):
-    """Image files with captions (from an imagefolder's metadata.jsonl); label -1."""
+    """Image files with captions (from an imagefolder's metadata.jsonl), each with its class index
+    in `class_names`, or -1 without labels."""
 
-    def __init__(self, records: Sequence[_Record], *, size: Sequence[int], channels: int, **kwargs: Any):
+    def __init__(
+        self,
+        records: Sequence[_Record],
+        *,
+        size: Sequence[int],
+        channels: int,
+        class_names: Sequence[str] = (),
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.records = list(records)
+        self.class_names = tuple(class_names)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.labels = [-1 if record.label is None else index[record.label] for record in self.records]
         self.size = tuple(size)
         self.channels = channels
 
@@ -57,7 +74,7 @@ class ImageFolderSplit(ImageSplit):
         return {
             "image": image_tensor(pixels, 255, self.binarize, rng),
             "caption": record.caption,
-            "label": _label(-1),
+            "label": _label(self.labels[index]),
         }
 
 
@@ -67,13 +84,16 @@ class ImageFolderConfig(ResizedImagesConfig):
     # The folder: root/train/ and root/test/ (each with metadata.jsonl), or root/ alone (train only).
     root: str = field(kw_only=True)
     caption_column: str = "text"
+    # A column naming each image's class (a string); null: unlabelled (label -1).
+    label_column: str | None = None
     # Open every image (PIL verify) when the source is built, to fail before training.
     verify: bool = True
 
 
-def read_metadata(folder: Path, caption_column: str) -> list[_Record]:
+def read_metadata(folder: Path, caption_column: str, label_column: str | None = None) -> list[_Record]:
     """Parse and check an imagefolder's metadata.jsonl: every line a JSON object with a string
-    `file_name` naming an existing file inside `folder` and a string caption."""
+    `file_name` naming an existing file inside `folder`, a string caption and, with
+    `label_column`, a string class name."""
     metadata = folder / "metadata.jsonl"
     if not metadata.is_file():
         raise InputError(
@@ -106,10 +126,18 @@ def read_metadata(folder: Path, caption_column: str) -> list[_Record]:
             raise InputError(
                 f"{where}: caption {caption_column!r} must be a string, got {type(caption).__name__} {caption!r:.80}"
             )
+        label = None
+        if label_column is not None:
+            label = row.get(label_column)
+            if not isinstance(label, str) or not label:
+                raise InputError(
+                    f"{where}: label column {label_column!r} must hold a class name (a non-empty string), "
+                    f"got {label!r:.80}; keys: {sorted(row)}"
+                )
         path = confined_path(folder, file_name, where)
         if not path.is_file():
             raise InputError(f"{where}: image file {file_name!r} does not exist ({path})")
-        records.append(_Record(path, caption, where))
+        records.append(_Record(path, caption, where, label))
     if not records:
         raise InputError(f"{metadata}: lists no images")
     return records
@@ -131,7 +159,8 @@ def verify_images(records: Sequence[_Record]) -> None:
 @register_dataset("imagefolder")
 class ImageFolderSource(ImageSource):
     """A Hugging Face-style image folder: images plus metadata.jsonl (`file_name` and a caption
-    column), in root/train/ and root/test/, or in root/ itself (train only). Labels are -1."""
+    column, optionally a label column), in root/train/ and root/test/, or in root/ itself (train
+    only). Classes are the training split's distinct labels, sorted."""
 
     Config = ImageFolderConfig
 
@@ -144,10 +173,51 @@ class ImageFolderSource(ImageSource):
             folders = {split: root / split for split in ("train", "test") if (root / split).is_dir()}
         else:
             folders = {"train": root}
-        for split, folder in folders.items():
-            records = read_metadata(folder, config.caption_column)[: config.limit]
+        splits = {
+            split: read_metadata(folder, config.caption_column, config.label_column)[: config.limit]
+            for split, folder in folders.items()
+        }
+        self.class_names: tuple[str, ...] = ()
+        if config.label_column is not None:
+            self.class_names = tuple(sorted({record.label for record in splits["train"]}))
+            for record in splits.get("test", []):
+                if record.label not in self.class_names:
+                    raise InputError(
+                        f"{record.where}: label {record.label!r} is not a class of the train split "
+                        f"{list(self.class_names)[:20]}"
+                    )
+        for split, records in splits.items():
             if config.verify:
                 verify_images(records)
             self._splits[split] = ImageFolderSplit(
-                records, size=config.size, channels=config.channels, **self._split_kwargs(split)
+                records,
+                size=config.size,
+                channels=config.channels,
+                class_names=self.class_names,
+                **self._split_kwargs(split),
             )
+
+    def prompts(self, which: str = "heldout") -> list[tuple[str, int]]:
+        """Distinct (caption, class index) pairs: of the train split ("train"), or of the test
+        split's captions that no training line uses ("heldout")."""
+        if not self.class_names:
+            raise ConfigError("imagefolder prompts need classes: set data.label_column")
+        if which not in ("train", "heldout"):
+            raise ConfigError(f"prompts: expected 'train' or 'heldout', got {which!r}")
+        if which == "heldout" and "test" not in self._splits:
+            raise ConfigError(
+                f"{self.config.root}: held-out prompts come from test/metadata.jsonl; there is none"
+            )
+        train = self._splits["train"]
+        seen = {record.caption for record in train.records}
+        split = self._splits["train" if which == "train" else "test"]
+        pairs = dict.fromkeys(
+            (record.caption, label)
+            for record, label in zip(split.records, split.labels)
+            if which == "train" or record.caption not in seen
+        )
+        if not pairs:
+            raise ConfigError(
+                f"{self.config.root}: every test caption also appears in training; held-out prompts need new ones"
+            )
+        return list(pairs)
