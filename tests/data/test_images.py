@@ -17,6 +17,7 @@ from PIL import Image
 
 from cvae_bridge.config import DatasetConfig, from_dict
 from cvae_bridge.data import images as I
+from cvae_bridge.data.images import labelled
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.registry import DATASETS, list_datasets
 
@@ -150,7 +151,8 @@ def test_packaged_fashion_mnist():
 
 
 def test_missing_fashion_mnist_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(I, "FASHION_MNIST_DIR", tmp_path / "absent")
+    # The reader looks the folder up in its own module, not in the package's re-export.
+    monkeypatch.setattr(labelled, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(InputError, match="apt-get install dataset-fashion-mnist.*root"):
         source(type="fashion_mnist")
 
