@@ -6,10 +6,37 @@ import argparse
 import dataclasses
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    brief_repr,
+    range_of,
+)
 from .envs.suites import SUITES
+from .errors import ConfigError
+
+
+def _checked(annotated: Any) -> Callable[[str], int | float]:
+    """An argparse `type` for a ranged number such as `PositiveInt`: the option's text parsed and
+    checked against the range, so that argparse reports `argument --num: expected an integer >= 1,
+    got 0` and exits with status 2."""
+    kind, bounds = range_of(annotated)
+
+    def parse(text: str) -> int | float:
+        try:
+            return bounds.check(kind, kind(text), "")
+        except (ValueError, ConfigError):
+            shown = text if text.isprintable() and len(text) <= 80 else brief_repr(text)
+            raise argparse.ArgumentTypeError(f"expected {bounds.describe(kind)}, got {shown}") from None
+
+    return parse
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -169,9 +196,11 @@ def _add_generate(commands: Any, overrides: argparse.ArgumentParser) -> None:
         "--prompt", dest="prompts", action="append", help="a text prompt (repeatable: one grid row each)"
     )
     generate.add_argument("--out", help="PNG file to write")
-    generate.add_argument("--num", type=int, help="images per prompt")
-    generate.add_argument("--temperature", type=float)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--num", type=_checked(PositiveInt), help="images per prompt (>= 1)")
+    generate.add_argument(
+        "--temperature", type=_checked(PositiveFloat), help="scales the prior's standard deviation (> 0)"
+    )
+    generate.add_argument("--seed", type=_checked(Seed))
     generate.add_argument("--device")
     generate.set_defaults(run=_generate)
 
@@ -198,15 +227,17 @@ def _add_replay(commands: Any, overrides: argparse.ArgumentParser) -> None:
         required=True,
         help="a dataset folder: LeRobot (meta/info.json) or ACT HDF5 (episode_<i>.hdf5)",
     )
-    replay.add_argument("--episodes", type=int, nargs="+", help="episode indices (default: all)")
+    replay.add_argument(
+        "--episodes", type=_checked(NonNegativeInt), nargs="+", help="episode indices (default: all)"
+    )
     replay.add_argument(
         "--query-period",
-        type=int,
+        type=_checked(PositiveInt),
         help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)",
     )
     replay.add_argument(
         "--temporal-ensemble",
-        type=float,
+        type=_checked(NonNegativeFloat),
         metavar="M",
         help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01",
     )
@@ -225,8 +256,10 @@ def _add_demos(commands: Any, overrides: argparse.ArgumentParser) -> None:
     demos.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
-    demos.add_argument("--episodes", type=int, help="episodes per task (default: 50)")
-    demos.add_argument("--seed", type=int, help="episode i of each task runs from seed SEED + i (default: 0)")
+    demos.add_argument("--episodes", type=_checked(PositiveInt), help="episodes per task (default: 50)")
+    demos.add_argument(
+        "--seed", type=_checked(Seed), help="episode i of each task runs from seed SEED + i (default: 0)"
+    )
     demos.add_argument("--out", required=True, help="dataset folder to write (replaced if it exists)")
     demos.add_argument(
         "--render",
@@ -235,13 +268,15 @@ def _add_demos(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     demos.add_argument(
         "--image-size",
-        type=int,
+        type=_checked(PositiveInt),
         nargs=2,
         metavar=("H", "W"),
         help="render the camera at H x W (implies --render; default 240 320, ACT's is 480 640)",
     )
     demos.add_argument(
-        "--workers", type=int, help="processes per task (default: 1; rendering takes a core each)"
+        "--workers",
+        type=_checked(PositiveInt),
+        help="processes per task (default: 1; rendering takes a core each)",
     )
     demos.add_argument(
         "--keep-failures",
@@ -262,18 +297,20 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
     rollout.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
-    rollout.add_argument("--episodes", type=int, help="episodes per task (default: 50)")
+    rollout.add_argument("--episodes", type=_checked(PositiveInt), help="episodes per task (default: 50)")
     rollout.add_argument(
-        "--seed", type=int, help="episode i runs from seed SEED + i (default: 100000, past the demos' seeds)"
+        "--seed",
+        type=_checked(Seed),
+        help="episode i runs from seed SEED + i (default: 100000, past the demos' seeds)",
     )
     rollout.add_argument(
         "--query-period",
-        type=int,
+        type=_checked(PositiveInt),
         help="re-plan every N steps (default: the chunk size, or 1 with --temporal-ensemble)",
     )
     rollout.add_argument(
         "--temporal-ensemble",
-        type=float,
+        type=_checked(NonNegativeFloat),
         metavar="M",
         help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01",
     )
@@ -284,11 +321,13 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     rollout.add_argument("--video-dir", help="save GIFs of the first --videos episodes of each task here")
     rollout.add_argument(
-        "--videos", type=int, help="episodes per task saved as GIFs with --video-dir (default: 2)"
+        "--videos",
+        type=_checked(NonNegativeInt),
+        help="episodes per task saved as GIFs with --video-dir (default: 2)",
     )
     rollout.add_argument(
         "--batch-size",
-        type=int,
+        type=_checked(PositiveInt),
         help="episodes run side by side, one policy call per step (default: 10)",
     )
     rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")

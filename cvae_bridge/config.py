@@ -9,11 +9,12 @@ fields. Unknown keys raise and list the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 
@@ -22,6 +23,92 @@ from .registry import REGISTRIES
 from .utils.files import atomic_write_text
 
 C = TypeVar("C")
+
+
+# ---------------------------------------------------------------------------------------------
+# Value ranges: every int / float field of a config is annotated with one, e.g.
+# `latent_dim: PositiveInt`, and parsing refuses a value outside it, naming the field's path.
+# Floats must also be finite: NaN and infinity are never valid.
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: `low` .. `high` (None: unbounded), each end included
+    unless `low_open` / `high_open`. Attach it with `Annotated[int, Range(1)]`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, kind: type = float) -> str:
+        """E.g. "an integer >= 1", "a number in [0, 1)", "a finite number > 0"."""
+        noun = "an integer" if kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
+        noun = noun if kind is int else "a finite number"
+        if self.low is not None:
+            return f"{noun} {'>' if self.low_open else '>='} {_number(self.low)}"
+        if self.high is not None:
+            return f"{noun} {'<' if self.high_open else '<='} {_number(self.high)}"
+        return noun
+
+    def check(self, kind: type, value: Any, where: str) -> int | float:
+        """`value` as a `kind` (int or float) within the range, or a ConfigError that names `where`,
+        the range and the value."""
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                try:
+                    value = float(value)
+                except OverflowError:  # an integer beyond the float range
+                    ok = False
+                ok = ok and math.isfinite(value)
+        if not (ok and self.contains(value)):
+            raise ConfigError(f"{where}: expected {self.describe(kind)}, got {brief_repr(value)}")
+        return value
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def brief_repr(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to at most `limit` characters: error messages quote untrusted values."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def range_of(tp: Any) -> tuple[type, Range] | None:
+    """(int or float, its Range) of an annotated numeric type such as `PositiveInt`, else None."""
+    if typing.get_origin(tp) is Annotated:
+        inner, *extras = typing.get_args(tp)
+        bounds = next((e for e in extras if isinstance(e, Range)), None)
+        if inner in (int, float) and bounds is not None:
+            return inner, bounds
+    return None
+
+
+AnyInt = Annotated[int, Range()]
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+# Seeds go to numpy's generators (numpy.random.seed takes 0 .. 2**32 - 1; accelerate adds the
+# process index to the training seed), so they are non-negative and well inside 32 bits.
+Seed = Annotated[int, Range(0, 2**31 - 1)]
+AnyFloat = Annotated[float, Range()]
+PositiveFloat = Annotated[float, Range(0, low_open=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]  # [0, 1]
+FractionBelowOne = Annotated[float, Range(0, 1, high_open=True)]  # [0, 1): dropout, decay, beta
+EfficientNetBlock = Annotated[int, Range(0, 15)]  # EfficientNet-Lite0 has 16 blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,23 +164,23 @@ def component(base: type[C], type: str, **fields: Any) -> C:
 
 @dataclass
 class KLConfig:
-    beta: float = 1.0
+    beta: NonNegativeFloat = 1.0
     # beta rises linearly from 0 to `beta` over this many optimiser steps (Bowman et al. 2016).
-    warmup_steps: int = 0
+    warmup_steps: NonNegativeInt = 0
     # Free bits (Kingma et al. 2016): nats per latent dimension, batch-averaged, not penalised.
-    free_bits: float = 0.0
+    free_bits: NonNegativeFloat = 0.0
 
 
 @dataclass
 class SharpenConfig:
-    perceptual_weight: float = 0.0  # per example, beside a reconstruction term in nats
-    perceptual_resolution: int = 64  # images are resized to this for the feature network
-    perceptual_blocks: list[int] = field(
+    perceptual_weight: NonNegativeFloat = 0.0  # per example, beside a reconstruction term in nats
+    perceptual_resolution: PositiveInt = 64  # images are resized to this for the feature network
+    perceptual_blocks: list[EfficientNetBlock] = field(
         default_factory=lambda: [0, 2, 4]
     )  # EfficientNet-Lite0 blocks compared
-    adversarial_weight: float = 0.0
-    discriminator_widths: list[int] = field(default_factory=lambda: [64, 128])
-    start_step: int = 0  # optimiser step from which both terms count
+    adversarial_weight: NonNegativeFloat = 0.0
+    discriminator_widths: list[PositiveInt] = field(default_factory=lambda: [64, 128])
+    start_step: NonNegativeInt = 0  # optimiser step from which both terms count
 
     @property
     def enabled(self) -> bool:
@@ -105,7 +192,7 @@ class TargetConfig:
     encoder: EncoderConfig
     decoder: DecoderConfig
     likelihood: LikelihoodConfig
-    weight: float = 1.0
+    weight: NonNegativeFloat = 1.0
     # How this target enters the optimised loss: "sum" over its elements (a log-likelihood in
     # nats), or "mean" over them (ACT's L1 convention, which its KL weight of 10 assumes).
     # Reported reconstruction terms are always sums, in nats.
@@ -116,9 +203,9 @@ class TargetConfig:
 class ModelConfig:
     targets: dict[str, TargetConfig]
     conditions: dict[str, EncoderConfig] = field(default_factory=dict)
-    latent_dim: int = 32
+    latent_dim: PositiveInt = 32
     # Width D of every token: all encoders map their input to (B, N, D).
-    d_model: int = 256
+    d_model: PositiveInt = 256
     posterior: PosteriorConfig = field(default_factory=lambda: component(PosteriorConfig, "mlp"))
     prior: PriorConfig = field(default_factory=lambda: component(PriorConfig, "standard"))
     kl: KLConfig = field(default_factory=KLConfig)
@@ -134,41 +221,35 @@ class LoRAConfig:
     everything else is frozen. The exported model has them merged into its weights, or, with
     `merge: false`, is an adapter-only folder that names its base model (train.init_from)."""
 
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: PositiveInt = 8
+    alpha: PositiveFloat = 16.0
+    dropout: FractionBelowOne = 0.0
     targets: list[str] = field(default_factory=lambda: ["*"])  # module-name globs
     merge: bool = True
-
-    def __post_init__(self) -> None:
-        if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ConfigError(
-                f"lora: expected rank >= 1, alpha > 0 and 0 <= dropout < 1; got {self.rank}, {self.alpha}, {self.dropout}"
-            )
 
 
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/mnist_text_to_image"
-    seed: int = 0
-    steps: int = 3000  # optimiser steps
-    batch_size: int = 128  # per process and micro-batch
-    grad_accum: int = 1  # micro-batches per optimiser step
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 100  # linear learning-rate warm-up
+    seed: Seed = 0
+    steps: PositiveInt = 3000  # optimiser steps
+    batch_size: PositiveInt = 128  # per process and micro-batch
+    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    adam_betas: list[FractionBelowOne] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: NonNegativeInt = 100  # linear learning-rate warm-up
     schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up
-    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
-    max_grad_norm: float = 1.0  # 0 turns clipping off
+    min_lr_ratio: Fraction = 0.0  # the cosine ends at lr * min_lr_ratio
+    max_grad_norm: NonNegativeFloat = 1.0  # 0 turns clipping off
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights and exports it
-    num_workers: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 1000  # 0: only the final checkpoint
-    keep_checkpoints: int = 3
-    eval_every: int = 1000  # validation loss and sample grid; 0 turns it off
-    eval_batches: int = 10
+    ema_decay: FractionBelowOne = 0.0  # > 0 keeps an exponential moving average of the weights and exports it
+    num_workers: NonNegativeInt = 0
+    log_every: PositiveInt = 50
+    checkpoint_every: NonNegativeInt = 1000  # 0: only the final checkpoint
+    keep_checkpoints: PositiveInt = 3
+    eval_every: NonNegativeInt = 1000  # validation loss and sample grid; 0 turns it off
+    eval_batches: PositiveInt = 10
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False  # force the CPU even where a GPU is available
@@ -182,15 +263,13 @@ class TrainConfig:
     init_from: str | None = None
     init_strict: bool = True
     freeze: list[str] = field(default_factory=list)
-    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lr_multipliers: dict[str, NonNegativeFloat] = field(default_factory=dict)
     lora: LoRAConfig | None = None  # adapters instead of full fine-tuning
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # Each value's range is checked when parsed (the annotations); here only their number.
         if len(self.adam_betas) != 2:
-            raise ConfigError(f"adam_betas must hold two numbers, got {self.adam_betas}")
+            raise ConfigError(f"adam_betas must hold two numbers, got {brief_repr(self.adam_betas)}")
 
 
 @dataclass
@@ -202,19 +281,19 @@ class EvalConfig:
     metrics: list[Literal["faithfulness", "nll", "fid", "diversity", "diagnostics"]] = field(
         default_factory=lambda: ["faithfulness", "nll", "fid", "diversity"]
     )
-    nll_samples: int = 1000  # K of the importance-weighted bound
-    nll_examples: int = 1000  # test examples it is averaged over
-    samples_per_prompt: int = 100  # generated images per held-out prompt (faithfulness, diversity)
-    fid_samples: int = 2000
-    fid_resolution: int = 112  # EfficientNet input size: distances compare only at equal sizes
+    nll_samples: PositiveInt = 1000  # K of the importance-weighted bound
+    nll_examples: PositiveInt = 1000  # test examples it is averaged over
+    samples_per_prompt: PositiveInt = 100  # generated images per held-out prompt (faithfulness, diversity)
+    fid_samples: Annotated[int, Range(2)] = 2000  # a covariance needs two
+    fid_resolution: PositiveInt = 112  # EfficientNet input size: distances compare only at equal sizes
     # Scales the prior's standard deviation for every generated image (faithfulness, fid,
     # diversity): below 1 trades diversity for fidelity, as Glow's samples at 0.7.
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     # Prompts of the sample grids written during training and by `eval` (one row each); empty:
     # the conditions of the first examples of the evaluation split.
     prompts: list[str] = field(default_factory=list)
-    grid_columns: int = 8
-    classifier_epochs: int = 3
+    grid_columns: PositiveInt = 8
+    classifier_epochs: PositiveInt = 3
 
 
 @dataclass
@@ -257,6 +336,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        numeric = range_of(tp)
+        if numeric is not None:
+            return numeric[1].check(numeric[0], value, path)
+        return _convert(args[0], value, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -270,35 +354,29 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         # `True == 1`: without the type check a boolean would pass for an integer choice.
         if value not in args or not any(type(value) is type(a) for a in args):
-            raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{path}: expected one of {list(args)}, got {brief_repr(value)}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {brief_repr(value)}")
         item = args[0] if args else Any
         converted = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
         return converted if origin is list else tuple(converted)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {brief_repr(value)}")
         return {str(k): _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+            raise ConfigError(f"{path}: expected true or false, got {brief_repr(value)}")
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+    if tp in (int, float):  # unannotated: any integer, or any finite number
+        return Range().check(tp, value, path)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {brief_repr(value)}")
         return value
     raise ConfigError(f"{path}: unsupported config type {_type_name(tp)}")
 
@@ -308,7 +386,7 @@ def from_dict(cls: type[C], data: Any, path: str = "config") -> C:
     if dataclasses.is_dataclass(data) and isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping for {cls.__name__}, got {data!r}")
+        raise ConfigError(f"{path}: expected a mapping for {cls.__name__}, got {brief_repr(data)}")
     if issubclass(cls, ComponentConfig) and cls.kind:
         type_name = data.get("type")
         if not isinstance(type_name, str) or not type_name:
@@ -320,7 +398,7 @@ def from_dict(cls: type[C], data: Any, path: str = "config") -> C:
         except KeyError as error:
             raise ConfigError(f"{path}.type: {error.args[0]}") from None
         cls = component_cls.Config
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -364,8 +442,81 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} holds {child!r}, not a mapping")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(raw, f"override {key}")
     return data
+
+
+# Bounds on what a YAML text may expand to: aliases share nodes, so a few lines can describe a
+# tree of billions of nodes (the "billion laughs"), which writing the run config would expand.
+MAX_YAML_NODES = 1_000_000
+MAX_YAML_DEPTH = 100
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not an overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()  # literal keys only: a key merged in (<<: *defaults) may be overridden
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:80]!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text strictly (no duplicate keys) and within the size and depth bounds above;
+    `where` names the file or override in errors."""
+    try:
+        loader = _StrictLoader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where} is not valid YAML: {str(error)[:500]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested more than the parser can follow") from None
+    nodes, depth = _tree_size(data)
+    if nodes > MAX_YAML_NODES or depth > MAX_YAML_DEPTH:
+        raise ConfigError(
+            f"{where}: expands to {'more than ' * (nodes > MAX_YAML_NODES)}{min(nodes, MAX_YAML_NODES):,} "
+            f"values nested {depth} deep (aliases count at each use); a config holds at most "
+            f"{MAX_YAML_NODES:,} values nested {MAX_YAML_DEPTH} deep"
+        )
+    return data
+
+
+def _tree_size(data: Any) -> tuple[int, int]:
+    """(values, depth) of the tree `data` expands to, counting shared nodes at every use; iterative,
+    so neither a deep nor a wide tree exhausts the stack, and memoised, so an alias bomb is cheap."""
+    sizes: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, (dict, list)) or id(node) in sizes:
+            continue
+        children = [
+            v for v in (node.values() if isinstance(node, dict) else node) if isinstance(v, (dict, list))
+        ]
+        if not children_done:
+            if len(stack) > MAX_YAML_DEPTH * 10_000:  # a cycle cannot come out of a YAML text, but bound it
+                return MAX_YAML_NODES + 1, MAX_YAML_DEPTH + 1
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        scalars = len(node) - len(children)
+        nested = [sizes.get(id(child), (MAX_YAML_NODES + 1, MAX_YAML_DEPTH + 1)) for child in children]
+        sizes[id(node)] = (
+            min(1 + scalars + sum(n for n, _ in nested), MAX_YAML_NODES + 1),
+            1 + max((d for _, d in nested), default=0),
+        )
+    return sizes.get(id(data), (1, 0))
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -373,9 +524,12 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+        ) from None
+    data = parse_yaml(text, f"config file {path}")
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {path}: expected a mapping at the top level, got {type(data).__name__}"

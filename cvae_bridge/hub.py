@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
@@ -37,8 +38,13 @@ WEIGHTS_NAME = "model.safetensors"
 
 def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict without external (frozen pretrained) modules, contiguous for safetensors."""
+    return {k: v.detach().contiguous().cpu() for k, v in saved_entries(model).items()}
+
+
+def saved_entries(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict entries that are saved (not those of external modules), as they are."""
     skip = tuple(f"{name}." for name in model.external_modules())
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
 
 
 def save_pretrained(
@@ -65,10 +71,7 @@ def read_run_config(directory: str | Path, overrides: list[str] = ()) -> RunConf
     directory = Path(directory)
     path = directory / RUN_CONFIG_NAME
     if path.is_file():
-        try:
-            data, where = json.loads(path.read_text()), str(path)
-        except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+        data, where = read_json(path), str(path)
     else:
         data, where = (
             read_config(directory).get("extra", {}).get("run"),
@@ -97,10 +100,7 @@ def _read_json(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)"
         )
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    config = read_json(path)
     if not isinstance(config, dict):
         raise CheckpointError(
             f"{path}: expected a JSON object with format_version and model, got {type(config).__name__}"
@@ -112,6 +112,21 @@ def _read_json(directory: str | Path) -> dict[str, Any]:
             f"{sorted(LEGACY_PREFIXES)})"
         )
     return config
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a model folder or checkpoint; what cannot be decoded is a CheckpointError
+    naming the file."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(
+            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested more deeply than a config can be") from None
 
 
 def _upgrade(config: dict[str, Any]) -> dict[str, Any]:
@@ -145,9 +160,30 @@ def load_pretrained(cls: type, directory: str | Path, device: str | torch.device
         )
     except ConfigError as error:
         raise CheckpointError(str(error)) from error
+    check_shapes(cls, model_config, directory)
     model = cls(model_config)
     load_state_strict(model, read_weights(directory), str(directory / WEIGHTS_NAME))
     return model.to(device).eval()
+
+
+def check_shapes(cls: type, model_config: ModelConfig, directory: Path) -> None:
+    """Compare the tensors the config describes with those in the weights file's header before the
+    model is built: a config.json edited to a huge architecture must not allocate it. The model is
+    built on the meta device (no memory) and the header read without loading a tensor."""
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} not found")
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            saved = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except Exception as error:  # safetensors raises several types for a damaged header
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {str(error)[:200]}") from error
+    with torch.device("meta"):
+        skeleton = cls(model_config)
+    legacy = LEGACY_PREFIXES.get(_read_json(directory)["format_version"], ())
+    saved = {k: v for k, v in saved.items() if not k.startswith(legacy)}
+    expected = {k: tuple(v.shape) for k, v in saved_entries(skeleton).items()}
+    raise_mismatch(expected, saved, str(weights))
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -165,16 +201,15 @@ def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith(legacy)}
 
 
-def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`: every saved tensor must exist with the same shape, and every
-    tensor the model saves must be present. External (frozen pretrained) modules are skipped."""
-    expected = saved_state(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def raise_mismatch(expected: dict[str, Any], saved: dict[str, Any], source: str) -> None:
+    """A CheckpointError naming the tensors missing from `saved`, unexpected in it, and those whose
+    description (shape, or dtype and shape) differs from `expected`; nothing when they agree."""
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
     mismatched = [
-        f"{k}: saved {state[k].dtype} {tuple(state[k].shape)}, model {expected[k].dtype} {tuple(expected[k].shape)}"
-        for k in sorted(expected.keys() & state.keys())
-        if state[k].shape != expected[k].shape or state[k].dtype != expected[k].dtype
+        f"{k}: saved {_describe(saved[k])}, model {_describe(expected[k])}"
+        for k in sorted(expected.keys() & saved.keys())
+        if saved[k] != expected[k]
     ]
     problems = []
     if missing:
@@ -187,4 +222,19 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         raise CheckpointError(
             f"{source} does not match the model built from its config: " + "; ".join(problems)
         )
+
+
+def _describe(entry: Any) -> str:
+    return " ".join(map(str, entry)) if isinstance(entry[0], torch.dtype) else str(entry)
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`: every saved tensor must exist with the same shape, and every
+    tensor the model saves must be present. External (frozen pretrained) modules are skipped."""
+    expected = saved_state(model)
+    raise_mismatch(
+        {k: (v.dtype, tuple(v.shape)) for k, v in expected.items()},
+        {k: (v.dtype, tuple(v.shape)) for k, v in state.items()},
+        source,
+    )
     model.load_state_dict(state, strict=False)

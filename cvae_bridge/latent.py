@@ -13,7 +13,7 @@ import torch
 from einops import repeat
 from torch import nn
 
-from .config import PosteriorConfig, PriorConfig, component
+from .config import FractionBelowOne, PositiveInt, PosteriorConfig, PriorConfig, component
 from .errors import ConfigError
 from .layers import masked_mean, mlp, transformer_encoder
 from .modalities.base import Tokens
@@ -63,7 +63,7 @@ POSTERIORS.define_contract(GaussianNetwork, PosteriorConfig, ("forward",))
 
 @dataclass
 class MLPPosteriorConfig(PosteriorConfig):
-    hidden: list[int] = field(default_factory=list)
+    hidden: list[PositiveInt] = field(default_factory=list)
 
 
 @register_posterior("mlp")
@@ -88,10 +88,10 @@ class MLPPosterior(GaussianNetwork):
 
 @dataclass
 class TransformerPosteriorConfig(PosteriorConfig):
-    layers: int = 4
-    heads: int = 8
-    ff_dim: int = 3200
-    dropout: float = 0.1
+    layers: PositiveInt = 4
+    heads: PositiveInt = 8
+    ff_dim: PositiveInt = 3200
+    dropout: FractionBelowOne = 0.1
     norm_first: bool = False
 
 

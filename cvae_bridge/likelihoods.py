@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .config import LikelihoodConfig
+from .config import LikelihoodConfig, PositiveFloat, PositiveInt
 from .errors import ConfigError, InputError
 from .registry import LIKELIHOODS, register_likelihood
 
@@ -115,8 +115,8 @@ class LocationScaleConfig(LikelihoodConfig):
     # fixed: scale = init_scale; global: one learned scale; per_dim: a learned scale per site and
     # channel; predicted: the decoder predicts a scale per output (heteroscedastic).
     scale: Literal["fixed", "global", "per_dim", "predicted"] = "global"
-    init_scale: float = 1.0
-    min_scale: float = 1e-3
+    init_scale: PositiveFloat = 1.0
+    min_scale: PositiveFloat = 1e-3
 
     def __post_init__(self) -> None:
         if self.init_scale <= self.min_scale:
@@ -229,7 +229,7 @@ class Categorical256(LikelihoodHead):
 
 @dataclass
 class LogisticMixtureConfig(LikelihoodConfig):
-    components: int = 10
+    components: PositiveInt = 10
 
 
 @register_likelihood("logistic_mixture")

@@ -2,8 +2,8 @@
 
 Read from the source with `ast`, lazy imports inside functions included:
 - inference (`pipelines`) and `training` never import `evaluation`: evaluation imports them;
-- `pipelines` import only the model, the hub and small utilities (PIPELINES_MAY_IMPORT): a trained
-  model runs without the dataset, training or evaluation code;
+- `pipelines` import only the model, the hub, the config types and small utilities
+  (PIPELINES_MAY_IMPORT): a trained model runs without the dataset, training or evaluation code;
 - the model and its parts never import `training`, `evaluation`, `pipelines` or `data`;
 - `data` and `envs` never import the model, training, evaluation or pipelines (envs writes its
   demonstrations through `data`); `utils` imports nothing of the package but `errors`;
@@ -33,7 +33,7 @@ CORE = {
     "errors",
     "version",
 }
-PIPELINES_MAY_IMPORT = {"pipelines", "model", "hub", "errors", "utils"}
+PIPELINES_MAY_IMPORT = {"pipelines", "model", "hub", "config", "errors", "utils"}
 RULES = {
     # part -> parts it must not import
     "training": {"evaluation"},

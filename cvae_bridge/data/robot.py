@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config import DatasetConfig
+from ..config import DatasetConfig, FractionBelowOne, NonNegativeInt, PositiveInt, Seed
 from ..errors import ConfigError, InputError
 from ..utils.pixels import frame_tensor
 from .base import DataSource, PairedDataset, Sample, Split
@@ -116,6 +116,19 @@ def check_episode(episode: Episode, names: Sequence[str]) -> None:
                     f"{episode.where}: feature {name!r} has NaN or infinite values at "
                     f"{len(frames)} frame(s): {shown}"
                 )
+            if value.dtype.itemsize > 4 and value.size:
+                # Samples are float32: a float64 beyond its range would become inf there and fail
+                # deep in training; refuse it here, before anything is written.
+                limit = float(np.finfo(np.float32).max)
+                bad = (np.abs(value.reshape(len(value), -1)) > limit).any(axis=1)
+                if bad.any():
+                    frames = np.flatnonzero(bad)
+                    shown = ", ".join(map(str, frames[:5])) + (", ..." if len(frames) > 5 else "")
+                    largest = float(np.abs(value).max())
+                    raise InputError(
+                        f"{episode.where}: feature {name!r} has values beyond float32's range "
+                        f"(|x| <= {limit:.4g}; largest {largest:.4g}) at {len(frames)} frame(s): {shown}"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,14 +148,14 @@ class RobotDataConfig(DatasetConfig):
     # Sample key under which the task text is given; None: no text in samples.
     instruction_key: str | None = None
     # k: actions per sample (t .. t+k-1).
-    chunk_size: int = 100
+    chunk_size: PositiveInt = 100
     # [H, W] to resize every image to (bilinear, antialiased); None keeps the stored size.
-    image_size: list[int] | None = None
+    image_size: list[PositiveInt] | None = None
     # Validation episodes: an explicit list of episode indices, or else this fraction of the
     # episodes, drawn with `seed`.
-    val_fraction: float = 0.1
-    val_episodes: list[int] | None = None
-    seed: int = 0
+    val_fraction: FractionBelowOne = 0.1
+    val_episodes: list[NonNegativeInt] | None = None
+    seed: Seed = 0
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import PositiveInt, Seed
 from ..data.lerobot import INFO_PATH, LeRobotDatasetWriter
 from ..errors import ConfigError, InputError
 from ..utils.files import atomic_write_text
@@ -66,12 +67,12 @@ class DemosConfig:
     suite: str  # a suite of envs/suites.py
     out: str  # the dataset folder (replaced if it exists)
     tasks: list[str] | None = None  # names or aliases ("all", "mt10"); None: every task
-    episodes: int = 50  # per task
-    seed: int = 0  # episode i of each task runs from seed + i
+    episodes: PositiveInt = 50  # per task
+    seed: Seed = 0  # episode i of each task runs from seed + i
     keep_failures: bool = False  # keep the experts' failed episodes too
     render: bool = False  # store the top camera as observation.images.top
-    image_size: list[int] | None = None  # [H, W] of the camera (implies render); None: IMAGE_SIZE
-    workers: int = 1  # processes per task; rendering takes a core each
+    image_size: list[PositiveInt] | None = None  # [H, W] of the camera (implies render); None: IMAGE_SIZE
+    workers: PositiveInt = 1  # processes per task; rendering takes a core each
 
 
 def generate_demos(config: DemosConfig) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DatasetConfig, from_dict
+from ..config import DatasetConfig, NonNegativeFloat, NonNegativeInt, PositiveInt, from_dict
 from ..data import build_source
 from ..data.robot import EpisodeSource, RobotDataConfig
 from ..errors import CheckpointError, ConfigError, InputError
@@ -39,9 +39,9 @@ class ReplayConfig:
 
     model: str  # a model folder written by training
     data: str  # a LeRobot (meta/info.json) or ACT HDF5 (episode_<i>.hdf5) folder
-    episodes: list[int] | None = None  # episode indices; None: all
-    query_period: int | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
-    temporal_ensemble: float | None = None  # ACT's m, e.g. 0.01; None: no ensembling
+    episodes: list[NonNegativeInt] | None = None  # episode indices; None: all
+    query_period: PositiveInt | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
+    temporal_ensemble: NonNegativeFloat | None = None  # ACT's m, e.g. 0.01; None: no ensembling
     out: str | None = None  # the JSON report (default: replay.json beside the model folder)
     device: str = "cpu"
 

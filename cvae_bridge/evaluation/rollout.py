@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
 from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
 from ..errors import ConfigError
@@ -49,14 +50,14 @@ class RolloutConfig:
     model: str  # a model folder written by training
     suite: str  # a suite of envs/suites.py
     tasks: list[str] | None = None  # names or aliases ("all", "mt10"); None: every task
-    episodes: int = 50  # per task
-    seed: int | None = None  # of episode 0, EVAL_SEED when None; episode i runs from seed + i
-    temporal_ensemble: float | None = None  # ACT's m, e.g. 0.01; None: no ensembling
-    query_period: int | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
+    episodes: PositiveInt = 50  # per task
+    seed: Seed | None = None  # of episode 0, EVAL_SEED when None; episode i runs from seed + i
+    temporal_ensemble: NonNegativeFloat | None = None  # ACT's m, e.g. 0.01; None: no ensembling
+    query_period: PositiveInt | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
     phrasings: Literal["train", "heldout"] = "train"  # instructions of a language-conditioned policy
     video_dir: str | None = None  # GIFs <task>_<episode>_seed<seed>_<success|failure>.gif here
-    videos: int = 2  # episodes per task saved as GIFs with video_dir
-    batch_size: int = 10  # episodes run side by side, one policy call per step
+    videos: NonNegativeInt = 2  # episodes per task saved as GIFs with video_dir
+    batch_size: PositiveInt = 10  # episodes run side by side, one policy call per step
     out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
     device: str = "cpu"
 

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from ..config import DecoderConfig, EncoderConfig
+from ..config import DecoderConfig, EncoderConfig, FractionBelowOne, NonNegativeInt, PositiveInt
 from ..layers import sine_positions_1d, transformer_encoder
 from ..registry import register_decoder, register_encoder
 from .base import Decoder, Encoder, Tokens, check_tensor
@@ -24,8 +24,8 @@ from .base import Decoder, Encoder, Tokens, check_tensor
 
 @dataclass
 class ActionEncoderConfig(EncoderConfig):
-    dim: int = 14
-    chunk_size: int = 100
+    dim: PositiveInt = 14
+    chunk_size: PositiveInt = 100
 
 
 @register_encoder("action")
@@ -52,13 +52,13 @@ class ActionEncoder(Encoder):
 
 @dataclass
 class ActionDecoderConfig(DecoderConfig):
-    dim: int = 14
-    chunk_size: int = 100
-    encoder_layers: int = 4
-    decoder_layers: int = 7
-    heads: int = 8
-    ff_dim: int = 3200
-    dropout: float = 0.1
+    dim: PositiveInt = 14
+    chunk_size: PositiveInt = 100
+    encoder_layers: NonNegativeInt = 4  # 0: the latent and condition tokens go to the decoder as they are
+    decoder_layers: PositiveInt = 7
+    heads: PositiveInt = 8
+    ff_dim: PositiveInt = 3200
+    dropout: FractionBelowOne = 0.1
     norm_first: bool = False
 
 

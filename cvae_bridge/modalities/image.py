@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..config import DecoderConfig, EncoderConfig
+from ..config import DecoderConfig, EncoderConfig, NonNegativeInt, PositiveInt
 from ..errors import ConfigError, InputError
 from ..layers import AttentionPool, sine_positions_2d
 from ..registry import register_decoder, register_encoder
@@ -60,13 +60,13 @@ def _halved_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]
 
 @dataclass
 class ImageEncoderConfig(EncoderConfig):
-    channels: int = 3
-    widths: list[int] = field(default_factory=lambda: [32, 64])
-    blocks: int = 1
-    norm_groups: int = 8
+    channels: PositiveInt = 3
+    widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])
+    blocks: NonNegativeInt = 1
+    norm_groups: PositiveInt = 8
     tokens: Literal["grid", "flat"] = "grid"
     # Needed for `tokens: flat` (the linear layer's size) and checked against inputs when given.
-    size: list[int] | None = None
+    size: list[PositiveInt] | None = None
 
     def __post_init__(self) -> None:
         if self.tokens == "flat" and self.size is None:
@@ -123,11 +123,11 @@ class ImageEncoder(Encoder):
 
 @dataclass
 class ImageDecoderConfig(DecoderConfig):
-    channels: int = 3
-    size: list[int] = field(default_factory=lambda: [32, 32])
-    widths: list[int] = field(default_factory=lambda: [32, 64])
-    blocks: int = 1
-    norm_groups: int = 8
+    channels: PositiveInt = 3
+    size: list[PositiveInt] = field(default_factory=lambda: [32, 32])
+    widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])
+    blocks: NonNegativeInt = 1
+    norm_groups: PositiveInt = 8
 
     def __post_init__(self) -> None:
         if len(self.size) != 2:

@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..config import EncoderConfig
+from ..config import EncoderConfig, NonNegativeInt, PositiveFloat, PositiveInt
 from ..errors import ConfigError, InputError
 from ..imagenet import PIXEL_MEAN, PIXEL_STD, RESNET_MEAN, RESNET_STD, load_efficientnet_lite0, load_resnet18
 from ..layers import sine_positions_2d
@@ -43,14 +43,15 @@ class ImageBackboneConfig(EncoderConfig):
     # Output stride of the feature grid: 8, 16 or 32 (a 480x640 image gives 60x80, 30x40 or 15x20 tokens).
     stride: Literal[8, 16, 32] = 32
     finetune: bool = False
-    lr_multiplier: float = 0.1  # of train.lr, for the backbone when fine-tuned (the projection trains at 1)
+    # Of train.lr, for the backbone when fine-tuned (the projection trains at 1).
+    lr_multiplier: PositiveFloat = 0.1
     # [height, width] of the inputs, checked when given; EfficientNet's "SAME" padding is then fixed
     # for it (without it the padding is computed at every call).
-    size: list[int] | None = None
-    channels: int = 3
+    size: list[PositiveInt] | None = None
+    channels: PositiveInt = 3
     # Frozen backbone outputs kept while training, for this many distinct images (LRU; 0: none).
     # Each costs channels x grid floats: 48 KB for a 120x160 image at stride 8.
-    cache_size: int = 0
+    cache_size: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if self.channels != 3:

@@ -13,18 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import torch
 from einops import rearrange
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from ..config import EncoderConfig
+from ..config import EncoderConfig, NonNegativeInt, Range
 from ..errors import ConfigError, InputError
 from ..layers import masked_mean
 from ..registry import register_encoder
 from ..utils.lru import LRUCache
+from ..utils.runtime import building_skeleton
 from .base import Encoder, Tokens
 
 
@@ -57,14 +58,14 @@ class TextEncoderConfig(EncoderConfig):
     # both: the pooled token followed by the word tokens.
     output: Literal["tokens", "pooled", "both"] = "pooled"
     # Word pieces kept per caption (the tokenizer truncates longer captions).
-    max_length: int = 32
+    max_length: Annotated[int, Range(2)] = 32  # room for the special tokens
     # none: frozen backbone; all: fine-tune every backbone weight; top: fine-tune the top
     # `finetune_layers` transformer layers only. The projection to d_model always trains.
     finetune: Literal["none", "all", "top"] = "none"
-    finetune_layers: int = 0
+    finetune_layers: NonNegativeInt = 0
     # Captions whose frozen backbone outputs are kept (LRU); 0 disables the cache. Unused when
     # fine-tuning, as the outputs then change with every step.
-    cache_size: int = 100_000
+    cache_size: NonNegativeInt = 100_000
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -143,14 +144,16 @@ def _cached_snapshot(repo_id: str) -> str | None:
 def load_backbone(name: str) -> tuple[Any, nn.Module]:
     """(tokenizer, model) from local files only; a missing asset raises ConfigError saying how to get it."""
     from safetensors import SafetensorError
-    from transformers import AutoModel, AutoTokenizer  # deferred: importing transformers takes seconds
+    from transformers import AutoConfig, AutoModel, AutoTokenizer  # deferred: it takes seconds
 
     path = resolve_model(name)
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **options)
-        # safetensors only: a pytorch_model.bin is a pickle, which is never loaded.
-        model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **options)
+        if building_skeleton():
+            model = AutoModel.from_config(AutoConfig.from_pretrained(path, **options))
+        else:  # safetensors only: a pytorch_model.bin is a pickle, which is never loaded.
+            model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **options)
     except (
         OSError,
         ValueError,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..config import DecoderConfig, EncoderConfig
+from ..config import DecoderConfig, EncoderConfig, NonNegativeInt, PositiveInt
 from ..errors import ConfigError, InputError
 from ..layers import AttentionPool
 from ..registry import register_decoder, register_encoder
@@ -37,11 +37,11 @@ def _layers(dims: list[int], activation: Activation) -> nn.Sequential:
 @dataclass
 class VectorEncoderConfig(EncoderConfig):
     # Shape of one example, flattened by the encoder (e.g. [14] for joint positions).
-    shape: list[int] = field(default_factory=lambda: [1])
-    hidden: list[int] = field(default_factory=list)
+    shape: list[PositiveInt] = field(default_factory=lambda: [1])
+    hidden: list[PositiveInt] = field(default_factory=list)
     activation: Activation = "none"
     # > 0: inputs are integer class labels (B,), one-hot encoded; `shape` is ignored and must be [1].
-    num_classes: int = 0
+    num_classes: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if self.num_classes and self.shape != [1]:
@@ -86,8 +86,8 @@ class VectorEncoder(Encoder):
 
 @dataclass
 class VectorDecoderConfig(DecoderConfig):
-    shape: list[int] = field(default_factory=lambda: [1])
-    hidden: list[int] = field(default_factory=lambda: [256])
+    shape: list[PositiveInt] = field(default_factory=lambda: [1])
+    hidden: list[PositiveInt] = field(default_factory=lambda: [256])
     activation: Activation = "relu"
 
 

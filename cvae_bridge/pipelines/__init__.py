@@ -3,7 +3,7 @@
     text_to_image.py   TextToImagePipeline: prompts -> images
     policy.py          ActionChunkPolicy: observations -> actions (ACT's chunking and ensembling)
 
-Imports only the model, the hub, errors and utils (tests/test_layering.py): a trained model runs
+Imports only the model, the hub, config, errors and utils (tests/test_layering.py): a trained model runs
 without the dataset, training or evaluation code.
 """
 

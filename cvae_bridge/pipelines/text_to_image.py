@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
+from ..config import PositiveFloat, PositiveInt, Seed
 from ..errors import ConfigError
 from ..model import ConditionalVAE
 from ..utils.pixels import image_grid, save_image_grid
@@ -74,9 +75,9 @@ class GenerateConfig:
     model: str  # a model folder (save_pretrained)
     prompts: list[str]
     out: str = "grid.png"  # the PNG file to write
-    num: int = 8  # images per prompt
-    temperature: float = 1.0
-    seed: int = 0
+    num: PositiveInt = 8  # images per prompt
+    temperature: PositiveFloat = 1.0
+    seed: Seed = 0
     device: str = "cpu"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import sys
 
+import torch
+
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -25,3 +27,9 @@ def keep_freed_memory() -> None:
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, 32 << 20)
         mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+def building_skeleton() -> bool:
+    """True while a model is built on the meta device (hub.py checks a folder's tensor shapes that
+    way before allocating anything): loaders of pretrained parts then build the architecture only."""
+    return torch.get_default_device().type == "meta"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ...config import DatasetConfig
+from ...config import DatasetConfig, PositiveInt, Seed
 from ...errors import ConfigError, InputError
 from ..base import DataSource, PairedDataset, Sample
 
@@ -78,9 +78,9 @@ def _pixels(image: Any, channels: int, size: Sequence[int], where: str) -> np.nd
 class ImageSourceConfig(DatasetConfig):
     """Fields every source here has."""
 
-    seed: int = 0
+    seed: Seed = 0
     # Use only the first N samples of each split (fast runs); null for all.
-    limit: int | None = None
+    limit: PositiveInt | None = None
     # "dynamic": each pixel is 1 with probability equal to its intensity, redrawn every epoch
     # for the training split, fixed (epoch 0) for evaluation splits.
     binarize: Binarize = "none"
@@ -94,7 +94,7 @@ class ImageSourceConfig(DatasetConfig):
 class ResizedImagesConfig(ImageSourceConfig):
     """Sources of arbitrary images: converted to L (1 channel) or RGB (3) and resized to [H, W]."""
 
-    size: list[int] = field(default_factory=lambda: [64, 64])
+    size: list[PositiveInt] = field(default_factory=lambda: [64, 64])
     channels: Literal[1, 3] = 3
 
     def __post_init__(self):

@@ -15,16 +15,18 @@ from einops import rearrange
 from torch import nn
 
 from cvae_bridge import Decoder, Encoder, Tokens, register_dataset, register_decoder, register_encoder
-from cvae_bridge.config import DatasetConfig, DecoderConfig, EncoderConfig
+from cvae_bridge.config import DatasetConfig, DecoderConfig, EncoderConfig, PositiveInt, Seed
 from cvae_bridge.data import DataSource, PairedDataset
 from cvae_bridge.errors import InputError
 
 
 @dataclass
 class WaveformEncoderConfig(EncoderConfig):
-    channels: int = 1
-    length: int = 64
-    width: int = 32
+    # Every numeric field states its range (cvae_bridge.config: PositiveInt, Fraction, ...),
+    # checked when a config is parsed.
+    channels: PositiveInt = 1
+    length: PositiveInt = 64
+    width: PositiveInt = 32
 
 
 @register_encoder("waveform")
@@ -55,9 +57,9 @@ class WaveformEncoder(Encoder):
 
 @dataclass
 class WaveformDecoderConfig(DecoderConfig):
-    channels: int = 1
-    length: int = 64
-    hidden: int = 128
+    channels: PositiveInt = 1
+    length: PositiveInt = 64
+    hidden: PositiveInt = 128
 
 
 @register_decoder("waveform")
@@ -90,9 +92,9 @@ class WaveformDecoder(Decoder):
 
 @dataclass
 class SineWavesConfig(DatasetConfig):
-    length: int = 64
-    size: int = 256
-    seed: int = 0
+    length: PositiveInt = 64
+    size: PositiveInt = 256
+    seed: Seed = 0
 
 
 class SineWaves(PairedDataset):
