@@ -6,6 +6,7 @@ crash mid-write never leaves a broken `step_*` folder; only the last few are kep
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 from ..hub import load_state_strict, saved_state
+from ..utils.files import fsync_directory, fsync_files
 
 STATE_NAME = "trainer_state.json"
 MODEL_NAME = "model.safetensors"
@@ -86,45 +88,139 @@ def save_checkpoint(
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary), safe_serialization=True)
-    fingerprints = gather_object([rng_fingerprint()])
-    if accelerator.is_main_process:
-        if ema is not None:
-            save_file(ema.state_dict(), str(temporary / EMA_NAME))
-        (temporary / STATE_NAME).write_text(json.dumps({**state, "rng": fingerprints}, indent=2))
-        if final.exists():
-            # The same step again (a signal right after a scheduled checkpoint): nothing changed
-            # since, so the checkpoint in place stays and nothing is ever deleted first.
-            shutil.rmtree(temporary)
-        else:
-            os.replace(temporary, final)
-        for old in list_checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old)
+    try:
+        accelerator.save_state(str(temporary), safe_serialization=True)
+        fingerprints = gather_object([rng_fingerprint()])
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_file(ema.state_dict(), str(temporary / EMA_NAME))
+            (temporary / STATE_NAME).write_text(json.dumps({**state, "rng": fingerprints}, indent=2))
+            if final.exists():
+                # The same step again (a signal right after a scheduled checkpoint): nothing changed
+                # since, so the checkpoint in place stays and nothing is ever deleted first.
+                shutil.rmtree(temporary)
+            else:
+                # Every process has written its files (gather_object waited for them): on the disk
+                # before the rename publishes them, and the rename itself after.
+                fsync_files(temporary)
+                os.replace(temporary, final)
+                fsync_directory(root)
+            for old in list_checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(old)
+    except BaseException as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)  # the earlier checkpoints stay as they were
+        if _disk_full(error):
+            raise CheckpointError(
+                f"no space left on device while writing checkpoint {final.name} in {root} "
+                f"({type(error).__name__}: {_short(error)}); the earlier checkpoints are intact: free "
+                f"space (or lower train.keep_checkpoints) and resume with --resume"
+            ) from error
+        raise
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, path: str | Path, ema: Any | None) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote; returns the trainer state (step, ...)."""
+def _unreadable(path: Path, error: BaseException) -> CheckpointError:
+    # Truncated or missing files: say which checkpoint, so the user can fall back to an older one.
+    return CheckpointError(
+        f"{path} is unreadable ({type(error).__name__}: {_short(error, 400)}); delete it to resume from "
+        f"the previous checkpoint"
+    )
+
+
+def _mismatch(path: Path, error: BaseException, changes: list[str] | None) -> CheckpointError:
+    """A readable checkpoint whose weights or optimiser state do not fit the current config."""
+    detail = f"({type(error).__name__}: {_short(error, 300)})"
+    if changes:
+        return CheckpointError(
+            f"{path} is intact but does not fit the current config, which changed since the run "
+            f"started: {'; '.join(changes)}. Resume with the run's config "
+            f"({path.parent.parent / 'config.yaml'}), or set train.output_dir to a new folder to start "
+            f"a new run {detail}"
+        )
+    return CheckpointError(
+        f"{path} does not fit the model or optimiser built from the current config {detail}: resume "
+        f"with the config the run was started with, or set train.output_dir to a new folder"
+    )
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, as an OSError or in the words of torch.save (`[enforce fail at inline_container.cc:672]
+    . unexpected pos ...`, `... file write failed`) or safetensors (`StorageFull`)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return isinstance(error, (RuntimeError, SafetensorError)) and (
+        "No space left on device" in text
+        or "StorageFull" in text
+        or ("inline_container" in text and ("write failed" in text or "unexpected pos" in text))
+    )
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any]:
+    """The trainer_state.json of checkpoint `path`, checked: a JSON object with a whole-number
+    "step" and "rng", a list of random-state fingerprints (strings), one per process."""
     path = Path(path)
     state_file = path / STATE_NAME
     if not state_file.is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_NAME} is missing")
+    expected = (
+        'expected a JSON object with "step" (a whole number >= 0) and "rng" (a list of strings, one '
+        f"per process); delete {path} to resume from the previous checkpoint"
+    )
     try:
-        state = json.loads(state_file.read_text())
+        state = json.loads(state_file.read_bytes())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(
+            f"{state_file} is unreadable ({type(error).__name__}: {_short(error)}); {expected}"
+        ) from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_file} holds a JSON {type(state).__name__}; {expected}")
+    problems = []
+    for key, valid in (
+        ("step", lambda v: type(v) is int and v >= 0),
+        ("rng", lambda v: type(v) is list and all(isinstance(f, str) for f in v)),
+    ):
+        if key not in state:
+            problems.append(f'"{key}" is missing')
+        elif not valid(state[key]):
+            problems.append(f'"{key}" is {_short(json.dumps(state[key]), 60)}')
+    if problems:
+        raise CheckpointError(f"{state_file}: {', '.join(problems)}; {expected}")
+    return state
+
+
+def load_checkpoint(
+    accelerator: Accelerator, path: str | Path, ema: Any | None, config_changes: list[str] | None = None
+) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote; returns the trainer state (step, ...).
+
+    `config_changes` (dotted paths, old -> new) are how the current config differs from the one
+    the run was started with: when the weights or the optimiser do not fit, they explain why."""
+    path = Path(path)
+    state = read_trainer_state(path)
+    try:
         accelerator.load_state(str(path))
+    except CheckpointError as error:  # a weights file that does not fit the model (load_state_strict)
+        raise _mismatch(path, error, config_changes) from error
+    except ValueError as error:
+        if "parameter group" not in str(error):
+            raise _unreadable(path, error) from error
+        raise _mismatch(path, error, config_changes) from error  # the optimiser's groups changed
     except (
         OSError,
-        ValueError,
         RuntimeError,
         EOFError,
         torch.serialization.pickle.UnpicklingError,
         SafetensorError,
     ) as error:
-        # Truncated or missing files: say which checkpoint, so the user can fall back to an older one.
-        raise CheckpointError(
-            f"{path} is unreadable ({type(error).__name__}: {error}); delete it to resume from the previous checkpoint"
-        ) from error
+        raise _unreadable(path, error) from error
     # Accelerate logs, rather than raises, when random states fail to load; exact resume needs them.
     expected = (
         state["rng"][accelerator.process_index] if accelerator.process_index < len(state["rng"]) else None

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import LoRAConfig, RunConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, DependencyError
-from ..hub import RUN_CONFIG_NAME, WEIGHTS_NAME, read_weights, saved_state
+from ..hub import RUN_CONFIG_NAME, WEIGHTS_NAME, read_json, read_weights, saved_state
 from ..utils.files import atomic_directory
 
 
@@ -190,7 +190,12 @@ def load_adapter(directory: str | Path, device: str | torch.device = "cpu") -> t
         raise CheckpointError(
             f"{path} not found: an adapter folder is written by a run with train.lora.merge: false"
         )
-    config = json.loads(path.read_text())
+    config = read_json(path)
+    kinds = {"base_model": str, "base_weights_sha256": str, "lora": dict}
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), t) for k, t in kinds.items()):
+        raise CheckpointError(
+            f"{path}: expected a JSON object with base_model (a folder), base_weights_sha256 and lora"
+        )
     base = Path(config["base_model"])
     digest = (
         hashlib.sha256((base / WEIGHTS_NAME).read_bytes()).hexdigest()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
@@ -38,7 +39,7 @@ from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..model import ConditionalVAE
 from ..samples import grid_samples
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_write_text, folder_lock
 from ..utils.pixels import save_image_grid
 from ..utils.runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
@@ -207,6 +208,7 @@ class Trainer:
             persistent_workers=cfg.num_workers > 0,
             pin_memory=self.accelerator.device.type == "cuda",
             generator=torch.Generator(),  # keeps worker seeding off the global random stream
+            worker_init_fn=_ignore_stop_signals,
         )
         self._stop_signal: int | None = None
 
@@ -221,6 +223,13 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainResult:
+        # One run per output folder, locked before anything is written there; the main process
+        # holds the lock for all of them.
+        main = self.accelerator.is_main_process
+        with folder_lock(self.output_dir) if main else contextlib.nullcontext():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         cfg = self.config.train
         step = self._start(resume)
         batches = self._batches(step * cfg.grad_accum)
@@ -238,7 +247,13 @@ class Trainer:
         with self._signals():
             while step < cfg.steps:
                 before = time.perf_counter()
-                micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
+                try:
+                    micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
+                except RuntimeError:
+                    # A DataLoader worker that the stop signal killed: stop at the last whole step.
+                    if self._stop_signal is None or self.accelerator.num_processes > 1:
+                        raise
+                    return self._interrupted(step, bar, metrics)
                 waited += time.perf_counter() - before
                 figures = self._step(micro_batches, step)
                 step += 1
@@ -266,33 +281,33 @@ class Trainer:
                     tick, seen, waited = time.perf_counter(), 0, 0.0
                 if cfg.eval_every and step % cfg.eval_every == 0:
                     self._evaluate(step)
-                stopping = self._agreed(self._stop_signal is not None)
-                if (
-                    stopping
-                    or step == cfg.steps
-                    or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-                ):
+                if self._agreed(self._stop_signal is not None):
+                    return self._interrupted(step, bar, metrics)
+                if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                     save_checkpoint(
                         self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints
                     )
-                if stopping:
-                    bar.close()
-                    self.accelerator.print(
-                        f"stopped by signal {self._stop_signal} at step {step}; resume with --resume"
-                    )
-                    self.accelerator.end_training()
-                    return TrainResult(self.output_dir, None, step, "interrupted", metrics, self._stop_signal)
         bar.close()
         model_dir = self._export()
         self.accelerator.end_training()
         return TrainResult(self.output_dir, model_dir, step, "completed", metrics)
+
+    def _interrupted(self, step: int, bar: tqdm, metrics: dict[str, float]) -> TrainResult:
+        """Checkpoint `step` (the last completed one) and end the run stopped by a signal."""
+        cfg = self.config.train
+        save_checkpoint(self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints)
+        bar.close()
+        self.accelerator.print(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
+        self.accelerator.end_training()
+        return TrainResult(self.output_dir, None, step, "interrupted", metrics, self._stop_signal)
 
     def _start(self, resume: bool) -> int:
         """Restore the newest checkpoint (resume) or start a fresh run folder; returns the step."""
         checkpoints = list_checkpoints(self.output_dir)
         step = 0
         if resume and checkpoints:
-            step = load_checkpoint(self.accelerator, checkpoints[-1], self.ema)["step"]
+            changes = self._config_changes()
+            step = load_checkpoint(self.accelerator, checkpoints[-1], self.ema, changes)["step"]
             self.accelerator.print(f"resuming from {checkpoints[-1]} (step {step})")
         elif resume:
             self.accelerator.print(
@@ -319,6 +334,16 @@ class Trainer:
         }
         self.accelerator.init_trackers("logs", config=hyperparameters)
         return step
+
+    def _config_changes(self) -> list[str] | None:
+        """How this config differs from the run's config.yaml (None when there is none to read)."""
+        try:
+            saved = yaml.safe_load((self.output_dir / "config.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        if not isinstance(saved, dict):
+            return None
+        return config_changes(saved, yaml.safe_load(yaml.safe_dump(to_dict(self.config))))
 
     def _batches(self, micro_step: int) -> Iterator[dict[str, Any]]:
         """Micro-batches forever, starting at micro-batch `micro_step` of the run."""
@@ -462,15 +487,53 @@ class Trainer:
     def _signals(self) -> Iterator[None]:
         """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step."""
 
+        chld = getattr(signal, "SIGCHLD", None)  # absent on Windows
+        replaced: dict[int, Any] = {}
+
         def request_stop(signum: int, frame: Any) -> None:
             self._stop_signal = signum
+            # A DataLoader worker that the signal reached anyway (started but not yet ignoring
+            # it) must not raise, through PyTorch's SIGCHLD handler, in the middle of the step or
+            # of the interrupt checkpoint; a fetch that fails for it stops at the last whole step.
+            if chld is not None and chld not in replaced:
+                replaced[chld] = signal.signal(chld, signal.SIG_DFL)
 
         previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            for s, handler in previous.items():
+            for s, handler in {**previous, **replaced}.items():
                 signal.signal(s, handler)
+
+
+def config_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
+    """The fields that differ between two config mappings, as `dotted.path: old -> new` (values
+    shortened), model and data fields first; at most `limit`, then how many more."""
+
+    def brief(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    # An empty mapping and an absent one mean the same: only the entries inside count.
+    old, new = ({k: v for k, v in _flatten(d).items() if v != {}} for d in (old, new))
+    missing = object()
+    keys = sorted(old.keys() | new.keys(), key=lambda k: (k.startswith("train."), k))
+    changed = [k for k in keys if old.get(k, missing) != new.get(k, missing)]
+    lines = [
+        f"{k}: {brief(old[k]) if k in old else '(unset)'} -> {brief(new[k]) if k in new else '(unset)'}"
+        for k in changed[:limit]
+    ]
+    if len(changed) > limit:
+        lines.append(f"and {len(changed) - limit} more")
+    return lines
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM. Ctrl-C, `systemctl stop` and Slurm's `scancel`
+    signal the whole process group: a worker killed by it would make the main process fail (in
+    its interrupt checkpoint) instead of stopping cleanly. The main process shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+
+LOCK_NAME = ".lock"
 
 
 @contextlib.contextmanager
@@ -33,19 +35,19 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     temporary.mkdir()
     try:
         yield temporary
-        # Flush file contents before the rename makes them visible under the real name.
-        for child in temporary.rglob("*"):
-            if child.is_file():
-                with open(child, "rb") as handle:
-                    os.fsync(handle.fileno())
+        # Flush file contents before the rename makes them visible under the real name, and the
+        # parent folder after it, so that the rename itself survives a power loss.
+        fsync_files(temporary)
         if path.exists():
             # Move the old folder aside first: os.replace cannot replace a non-empty directory.
             retired = path.with_name(f".{path.name}.old-{tag}")
             os.replace(path, retired)
             os.replace(temporary, path)
+            fsync_directory(path.parent)
             shutil.rmtree(retired)
         else:
             os.replace(temporary, path)
+            fsync_directory(path.parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -63,10 +65,74 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        fsync_directory(path.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync_files(folder: str | Path) -> None:
+    """fsync every file under `folder`, then its subfolders and itself: their contents are on
+    the disk before a rename publishes them."""
+    folder = Path(folder)
+    children = sorted(folder.rglob("*"))
+    for child in children:
+        if child.is_file() and not child.is_symlink():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+    for child in [*children, folder]:
+        if child.is_dir() and not child.is_symlink():
+            fsync_directory(child)
+
+
+def fsync_directory(folder: str | Path) -> None:
+    """fsync a folder itself, so that the renames into it survive a power loss (not on Windows,
+    where folders cannot be opened)."""
+    if os.name == "nt":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "a training run") -> Iterator[Path]:
+    """Hold an exclusive `flock` on `folder/.lock` (which names the holder's pid) for the body.
+
+    A second holder is refused with a ConfigError naming the folder and the pid. The kernel
+    releases the lock when its process dies, so a lock file left by a killed run blocks nothing.
+    (Without fcntl, on Windows, nothing is locked.)"""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:
+        yield path
+        return
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+            holder = f"pid {holder}" if holder.isdigit() else "a process that has not written its pid yet"
+            raise ConfigError(
+                f"{folder} is in use by {what} ({holder}, holding {LOCK_NAME}): wait for it to end or "
+                f"stop it, or set train.output_dir to another folder"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(descriptor, 0)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def restore_retired(path: str | Path) -> None:
@@ -84,11 +150,17 @@ def confined_path(root: str | Path, relative: str, what: str) -> Path:
     """Resolve `relative` inside `root`, refusing absolute paths and anything that escapes it
     (`..`, symlinks out): dataset metadata must not point at files outside the dataset."""
     root = Path(root).resolve()
+    # Quoted as a short prefix only: a message must not grow with what a file holds.
+    if "\0" in relative:
+        raise InputError(f"{what}: path {relative!r:.80} contains a NUL byte")
     if Path(relative).is_absolute():
         raise InputError(
-            f"{what}: absolute path {relative!r} is not allowed; paths must be relative to {root}"
+            f"{what}: absolute path {relative!r:.80} is not allowed; paths must be relative to {root}"
         )
-    resolved = (root / relative).resolve()
+    try:
+        resolved = (root / relative).resolve()
+    except OSError as error:  # a name too long for the file system, a symlink loop
+        raise InputError(f"{what}: path {relative!r:.80} cannot be resolved: {error.strerror}") from None
     if not resolved.is_relative_to(root):
-        raise InputError(f"{what}: path {relative!r} points outside the dataset folder {root}")
+        raise InputError(f"{what}: path {relative!r:.80} points outside the dataset folder {root}")
     return resolved

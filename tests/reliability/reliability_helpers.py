@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from cvae_bridge.config import EncoderConfig, RunConfig, from_dict, to_dict
+from cvae_bridge.config import EncoderConfig, NonNegativeInt, RunConfig, from_dict, to_dict
 from cvae_bridge.data.images import DigitsConfig, DigitsSource
 from cvae_bridge.modalities.text import TextEncoder, resolve_model
 from cvae_bridge.registry import register_dataset
@@ -105,7 +105,7 @@ FAULTS: dict[str, Callable[[dict], dict]] = {
 class FaultyDigitsConfig(DigitsConfig):
     type: str = "reliability_faulty_digits"
     fault: str = "nan"  # a key of FAULTS
-    index: int = 0  # the training sample that has it
+    index: NonNegativeInt = 0  # the training sample that has it
 
 
 class FaultySplit(Dataset):
@@ -147,10 +147,16 @@ def write_config(config: RunConfig, path: Path) -> Path:
     return path
 
 
-def start_training(config_file: Path, log: Path, *args: str) -> subprocess.Popen:
+def start_training(config_file: Path, log: Path, *args: str, **popen: Any) -> subprocess.Popen:
+    """`cvae-bridge train` in a subprocess; `popen` adds Popen options (start_new_session=True: a
+    process group of its own, as a terminal, systemd or Slurm gives a job)."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [*CLI, "train", str(config_file), *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env()
+            [*CLI, "train", str(config_file), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cli_env(),
+            **popen,
         )
 
 

@@ -8,6 +8,7 @@ test_nonfinite_loss_can_be_skipped)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from reliability_helpers import assert_same_weights, cli_env, final_weights, run
 from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, hub
-from cvae_bridge.errors import InputError
+from cvae_bridge.errors import CheckpointError, InputError
 from cvae_bridge.training import checkpoints, train
 from cvae_bridge.training.checkpoints import list_checkpoints
 from cvae_bridge.utils.files import atomic_directory, atomic_write_text
@@ -75,6 +76,58 @@ def test_atomic_write_text_keeps_the_old_file_when_the_write_fails(tmp_path, mon
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def record_fsyncs(monkeypatch) -> list[str]:
+    """Replace os.fsync with one that records the path of each file or folder synced."""
+    real, synced = os.fsync, []
+
+    def fsync(descriptor):
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+linux_only = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+
+
+@linux_only
+def test_atomic_directory_fsyncs_the_files_then_the_parent_after_the_rename(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    for _ in range(2):  # a new folder, then one replacing it
+        synced = record_fsyncs(monkeypatch)
+        with atomic_directory(target) as temporary:
+            (temporary / "a.txt").write_text("a")
+            (temporary / "sub").mkdir()
+            (temporary / "sub" / "b.txt").write_text("b")
+        files = [temporary / "a.txt", temporary / "sub" / "b.txt"]
+        assert synced[:2] == [str(f) for f in files]  # before the rename: under the temporary name
+        assert synced[-1] == str(tmp_path)  # the parent, after the rename
+        assert not temporary.exists() and (target / "sub" / "b.txt").read_text() == "b"
+        monkeypatch.undo()
+
+
+@linux_only
+def test_atomic_write_text_fsyncs_the_file_then_the_folder(tmp_path, monkeypatch):
+    synced = record_fsyncs(monkeypatch)
+    atomic_write_text(tmp_path / "report.json", "{}")
+    assert len(synced) == 2 and synced[0].startswith(str(tmp_path / ".report.json.tmp-"))
+    assert synced[1] == str(tmp_path)
+
+
+@linux_only
+def test_checkpoint_files_are_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    synced = record_fsyncs(monkeypatch)
+    train(run_config(tmp_path, steps=5))
+    root = tmp_path / "checkpoints"
+    written = sorted(p.name for p in (root / "step_00000005").iterdir())
+    temporary = root / ".tmp-step_00000005"
+    at = synced.index(str(root))  # the rename, made durable
+    before = synced[:at]
+    assert sorted(Path(p).name for p in before if Path(p).parent == temporary) == written
+    assert before[-1] == str(temporary)  # the files first, then the folder itself
 
 
 def test_a_bad_episode_midway_leaves_the_previous_dataset_in_place(tmp_path):
@@ -169,22 +222,41 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     return final_weights(out)
 
 
-def test_failed_checkpoint_write_keeps_the_last_checkpoint_and_resumes_exactly(
-    tmp_path, monkeypatch, reference
+@pytest.mark.parametrize("form", ["OSError", "torch.save"])
+def test_disk_full_during_a_checkpoint_keeps_the_last_checkpoint_and_resumes_exactly(
+    tmp_path, monkeypatch, reference, form
 ):
-    real, calls = checkpoints.save_file, []
+    """ENOSPC in the second checkpoint, as an OSError (safetensors) or as torch.save words it
+    (the optimiser state): a CheckpointError says so and names the checkpoint; the temporary
+    folder is removed and step 5 is untouched."""
+    if form == "OSError":
+        real, calls = checkpoints.save_file, []
 
-    def fail_at_second_checkpoint(tensors, filename, metadata=None):
-        calls.append(filename)
-        if len(calls) == 2:
-            failing_save_file(tensors, filename)
-        real(tensors, filename, metadata=metadata)
+        def fail_at_second_checkpoint(tensors, filename, metadata=None):
+            calls.append(filename)
+            if len(calls) == 2:
+                failing_save_file(tensors, filename)
+            real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(checkpoints, "save_file", fail_at_second_checkpoint)
-    with pytest.raises(OSError, match="No space left"):
+        monkeypatch.setattr(checkpoints, "save_file", fail_at_second_checkpoint)
+    else:
+        real_save = torch.save
+
+        def full_disk_save(obj, f, *args, **kwargs):
+            if list_checkpoints(tmp_path):
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+            real_save(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", full_disk_save)
+    with pytest.raises(CheckpointError) as caught:
         train(run_config(tmp_path))
     monkeypatch.undo()
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005"]
+    message = str(caught.value)
+    assert message.startswith(
+        f"no space left on device while writing checkpoint step_00000010 in {tmp_path / 'checkpoints'} ("
+    )
+    assert "the earlier checkpoints are intact" in message and len(message) < 600
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000005"]
     assert train(run_config(tmp_path), resume=True).status == "completed"
     assert_same_weights(final_weights(tmp_path), reference)
 

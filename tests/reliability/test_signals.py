@@ -66,6 +66,35 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, reference):
     assert_same_weights(final_weights(out), reference)
 
 
+@pytest.mark.parametrize("complete", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_group_signals_with_dataloader_workers_checkpoint_and_resume(tmp_path, reference, complete):
+    """A terminal's Ctrl-C, `systemctl stop` and Slurm's `scancel` signal the whole process group,
+    DataLoader workers included: they ignore it, and the trainer checkpoints and exits 128 + signal,
+    every time, and the next run resumes from that checkpoint. (Slow: the run then completes with
+    the weights of an uninterrupted one.)"""
+    out, log = tmp_path / "run", tmp_path / "log.txt"
+    config_file = write_config(config(out, num_workers=2), tmp_path / "run.yaml")
+    for i, stop in enumerate([signal.SIGTERM, signal.SIGINT, signal.SIGTERM]):
+        since = newest_step(out)
+        process = start_training(config_file, log, *(["--resume"] if i else []), start_new_session=True)
+        wait_for(lambda since=since: newest_step(out) > since, process, log)
+        os.killpg(process.pid, stop)
+        assert finish(process, log) == 128 + stop, log.read_text()[-3000:]
+        if i:
+            assert (
+                f"resuming from {out / 'checkpoints' / f'step_{since:08d}'} (step {since})" in log.read_text()
+            )
+        stopped = newest_step(out)
+        assert since < stopped < STEPS, "the run ended before it was stopped: raise STEPS"
+        assert f"interrupted by {stop.name} at step {stopped};" in log.read_text()
+        assert "Traceback" not in log.read_text()  # nor from the workers' shutdown
+        assert not (out / "model").exists()
+    if complete:
+        process = start_training(config_file, log, "--resume", start_new_session=True)
+        assert finish(process, log) == 0, log.read_text()[-3000:]
+        assert_same_weights(final_weights(out), reference)
+
+
 def kill_after_a_new_checkpoint(config_file: Path, out: Path, log: Path, delay: float, resume: bool) -> None:
     """Start (or resume) training, wait for a checkpoint newer than the current one, wait `delay`
     seconds more, and SIGKILL the process."""
