@@ -17,6 +17,7 @@ Numeric datasets are read when the source is built; image frames are read one at
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,46 @@ def dataset_path(feature: str) -> str:
 
 _files = OpenFiles(capacity=64)
 
+# A dataset may declare at most this many times its file's size in bytes (at least 64 KiB): gzip,
+# HDF5's built-in compression, shrinks data at most ~1032:1, so a larger shape is unallocated
+# space that reading would fill (a tiny file declaring terabytes), refused before allocating.
+MAX_EXPANSION = 1100
+MIN_FILE_BYTES = 64 * 1024
+
+
+def check_storage(path: str, key: str, dataset: Any, file_size: int) -> None:
+    """Refuse a dataset whose data lies outside its HDF5 file, or whose declared shape cannot be
+    held by the file.
+
+    External raw storage and virtual datasets are refused outright, wherever their files are,
+    rather than allowed inside the dataset folder: ACT's recorder never writes them, and where
+    HDF5 looks for their files depends on more than the file (HDF5_EXTFILE_PREFIX and
+    HDF5_VDS_PREFIX, the working directory, printf-style source names), so a rule confining them
+    would be easy to get wrong."""
+    where = f"{path}: {key}"
+    if dataset.external:
+        name = dataset.external[0][0]
+        name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        raise InputError(
+            f"{where}: the data lies in an external raw file {name!r:.80}; only data stored in the "
+            f"HDF5 file itself is read (external storage is refused, wherever it points)"
+        )
+    if dataset.is_virtual:
+        sources = dataset.virtual_sources()
+        name = str(sources[0].file_name) if sources else "?"
+        raise InputError(
+            f"{where}: a virtual dataset mapping file {name!r:.80}; only data stored in the HDF5 "
+            f"file itself is read (virtual datasets are refused, wherever they point)"
+        )
+    declared = math.prod(dataset.shape) * dataset.dtype.itemsize
+    limit = MAX_EXPANSION * max(file_size, MIN_FILE_BYTES)
+    if declared > limit:
+        raise InputError(
+            f"{where}: declares shape {tuple(dataset.shape)} {dataset.dtype} ({declared:,} bytes), more than "
+            f"the limit of {limit:,} bytes ({MAX_EXPANSION}x the file's {file_size:,} bytes): the file "
+            f"is corrupt or crafted"
+        )
+
 
 class Hdf5Frames(FrameSequence):
     """One camera of one ACT episode, a frame read per access."""
@@ -160,6 +201,7 @@ def read_act_episode(path: str | Path, index: int, needed: Sequence[str]) -> tup
     path = str(path)
     data: dict[str, Any] = {}
     try:
+        file_size = os.path.getsize(path)
         with h5py.File(path, "r") as root:
             available: dict[str, str] = {}
 
@@ -178,6 +220,7 @@ def read_act_episode(path: str | Path, index: int, needed: Sequence[str]) -> tup
             for feature in needed:
                 key = available[feature]
                 dataset = root[key]
+                check_storage(path, key, dataset, file_size)
                 if key.startswith(_IMAGES):
                     if dataset.ndim == 2 and root.attrs.get("compress", False):
                         raise InputError(

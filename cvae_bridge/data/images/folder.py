@@ -134,9 +134,9 @@ def read_metadata(folder: Path, caption_column: str, label_column: str | None = 
                     f"{where}: label column {label_column!r} must hold a class name (a non-empty string), "
                     f"got {label!r:.80}; keys: {sorted(row)}"
                 )
-        path = confined_path(folder, file_name, where)
+        path = confined_path(folder, file_name, f"{where}: file_name")
         if not path.is_file():
-            raise InputError(f"{where}: image file {file_name!r} does not exist ({path})")
+            raise InputError(f"{where}: image file {file_name!r:.80} does not exist ({path})")
         records.append(_Record(path, caption, where, label))
     if not records:
         raise InputError(f"{metadata}: lists no images")

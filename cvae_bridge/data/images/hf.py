@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import ConfigError, DependencyError, InputError
 from ...registry import register_dataset
+from ...utils.files import confined_path
 from ..base import Sample
 from .common import (
     _PIL_ERRORS,
@@ -27,9 +28,15 @@ from .common import (
 
 class HFImageText(ImageSplit):
     """An in-memory Hugging Face `datasets.Dataset` with an image and a caption column (and
-    optionally an integer label column). Images may be PIL images (an `Image` feature), dicts
-    with `bytes` or `path` (an undecoded `Image` feature) or uint8 arrays; they are converted to
-    L / RGB and resized to `size`. Captions (and labels) are checked when this is built."""
+    optionally an integer label column). Images may be PIL images, dicts with `bytes` or `path`
+    (an `Image` feature) or uint8 arrays; they are converted to L / RGB and resized to `size`.
+    Captions (and labels) are checked when this is built.
+
+    An `Image` column is decoded here, not by `datasets` (which opens a row's `path` when it has
+    no bytes, from any folder or URL): a row's bytes are decoded and its path is then never read;
+    a row with a path only is read from inside `root` (a dataset folder), refused if the path
+    leads out of it. With `root` None (a dataset the caller built in memory), paths are read as
+    given."""
 
     def __init__(
         self,
@@ -42,6 +49,7 @@ class HFImageText(ImageSplit):
         channels: int = 3,
         limit: int | None = None,
         name: str = "dataset",
+        root: str | Path | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -54,6 +62,9 @@ class HFImageText(ImageSplit):
         if limit is not None and limit < len(dataset):
             dataset = dataset.select(range(limit))
         dataset = dataset.select_columns(columns)
+        feature = (getattr(dataset, "features", None) or {}).get(image_column)
+        if type(feature).__name__ == "Image" and getattr(feature, "decode", False):
+            dataset = dataset.cast_column(image_column, type(feature)(decode=False))
         for row, caption in enumerate(dataset[caption_column]):
             if not isinstance(caption, str):
                 raise InputError(
@@ -72,6 +83,7 @@ class HFImageText(ImageSplit):
         self.size = tuple(size)
         self.channels = channels
         self.name = name
+        self.root = None if root is None else str(root)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -82,9 +94,13 @@ class HFImageText(ImageSplit):
             return value
         try:
             if isinstance(value, dict) and value.get("bytes") is not None:
-                return Image.open(io.BytesIO(value["bytes"]))
+                return _upright(Image.open(io.BytesIO(value["bytes"])))
             if isinstance(value, dict) and value.get("path"):
-                return Image.open(value["path"])
+                path = value["path"]
+                if self.root is not None:
+                    what = f"{where}: column {self.image_column!r}: image path"
+                    path = confined_path(self.root, str(path), what)
+                return _upright(Image.open(path))
             if value is not None:
                 array = np.asarray(value)
                 if array.dtype != np.uint8:
@@ -93,7 +109,7 @@ class HFImageText(ImageSplit):
         except (*_PIL_ERRORS, TypeError, Image.DecompressionBombError) as error:
             if isinstance(error, InputError):
                 raise
-            raise InputError(f"{where}: cannot read the image: {error}") from error
+            raise InputError(f"{where}: cannot read the image: {str(error):.200}") from error
         raise InputError(f"{where}: no image in column {self.image_column!r}")
 
     def sample(self, index: int, rng: np.random.Generator) -> Sample:
@@ -119,6 +135,15 @@ class HFDatasetConfig(ResizedImagesConfig):
     image_column: str = "image"
     caption_column: str = "text"
     label_column: str | None = None
+
+
+def _upright(image: Any) -> Any:
+    """Apply an EXIF orientation, as `datasets` does when it decodes an `Image` feature."""
+    from PIL import ImageOps
+
+    if image.getexif().get(0x0112) is not None:  # Orientation
+        return ImageOps.exif_transpose(image)
+    return image
 
 
 def require_datasets():
@@ -166,6 +191,7 @@ class HFDatasetSource(ImageSource):
                 channels=config.channels,
                 limit=config.limit,
                 name=f"{path} [{found}]",
+                root=path,
                 **self._split_kwargs(split),
             )
         if "train" not in self._splits:

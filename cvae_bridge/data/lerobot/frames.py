@@ -93,8 +93,14 @@ class ParquetImageFrames(FrameSequence):
         try:
             with Image.open(io.BytesIO(data)) as image:
                 return np.asarray(image.convert("RGB"))
+        except Image.DecompressionBombError as error:  # declares more pixels than PIL's limit
+            raise InputError(
+                f"{self.where}: frame {t} (row {int(self.rows[t])}): image too large to decode: {error}"
+            ) from error
         except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise InputError(f"{self.where}: frame {t}: corrupt image: {error}") from error
+            raise InputError(
+                f"{self.where}: frame {t} (row {int(self.rows[t])}): corrupt image: {error}"
+            ) from error
 
 
 class VideoFrames(FrameSequence):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,17 +88,56 @@ def read_info(root: Path) -> dict:
         raise InputError(f"{path}: fps: expected a positive number, got {fps!r}")
     if not isinstance(info.get("data_path"), str):
         raise InputError(
-            f"{path}: data_path: expected a path template such as {DEFAULT_DATA_PATH!r}, got {info.get('data_path')!r}"
+            f"{path}: data_path: expected a path template such as {DEFAULT_DATA_PATH!r}, got {info.get('data_path')!r:.80}"
         )
     return info
 
 
+# A path template is checked before it is filled: fields are plain names from the ones given,
+# with no conversion (!r) and at most a zero-padded width (`03d`) of up to MAX_TEMPLATE_WIDTH digits,
+# so that neither `{chunk_index:05000d}` nor `{chunk_index.__class__}` can build an absurd name.
+MAX_TEMPLATE_LENGTH = 1024
+MAX_TEMPLATE_WIDTH = 20
+_FORMAT_SPEC = re.compile(r"0?(\d{1,3})?d?")
+
+
+def check_template(template: str, what: str, fields: Sequence[str]) -> None:
+    """Refuse a path template that could expand to an absurd name (see MAX_TEMPLATE_WIDTH)."""
+    expected = f"a path template with fields {sorted(fields)} (as in {DEFAULT_DATA_PATH!r})"
+    if len(template) > MAX_TEMPLATE_LENGTH:
+        raise InputError(
+            f"{what}: {len(template)} characters, more than {MAX_TEMPLATE_LENGTH}; expected {expected}"
+        )
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise InputError(
+            f"{what}: template {template!r:.80} is malformed ({error}); expected {expected}"
+        ) from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        match = _FORMAT_SPEC.fullmatch(spec or "")
+        if (
+            name not in fields
+            or conversion is not None
+            or match is None
+            or int(match.group(1) or 0) > MAX_TEMPLATE_WIDTH
+        ):
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InputError(
+                f"{what}: template field {field!r:.80} is not allowed: expected {expected}, "
+                f"each an optional zero-padded width of at most {MAX_TEMPLATE_WIDTH} digits ('03d')"
+            )
+
+
 def _templated(root: Path, template: str, what: str, **fields: Any) -> Path:
+    check_template(template, what, list(fields))
     try:
         relative = template.format(**fields)
     except (KeyError, IndexError, ValueError) as error:
         raise InputError(
-            f"{what}: template {template!r} cannot be filled with {sorted(fields)}: {error!r}"
+            f"{what}: template {template!r:.80} cannot be filled with {sorted(fields)}: {error!r:.80}"
         ) from error
     return confined_path(root, relative, what)
 
