@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from .config import (
     range_of,
 )
 from .envs.suites import SUITES
-from .errors import ConfigError
+from .errors import ConfigError, CvaeBridgeError
 
 
 def _checked(annotated: Any) -> Callable[[str], int | float]:
@@ -153,6 +154,11 @@ def _config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvae-bridge", description="Multimodal conditional VAEs: train, generate, evaluate."
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error instead of one line (or set CVAE_BRIDGE_DEBUG=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -349,8 +355,17 @@ def _add_config(commands: Any, overrides: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. An expected failure (a CvaeBridgeError: bad config, input or folder, a
+    missing package) prints one line, `cvae-bridge: error: ...`, and returns 2, as argparse does
+    for bad options; `--debug` or CVAE_BRIDGE_DEBUG=1 lets it raise with its traceback."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except CvaeBridgeError as error:
+        if args.debug or os.environ.get("CVAE_BRIDGE_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"cvae-bridge: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ fields. Unknown keys raise and list the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -402,8 +403,12 @@ def from_dict(cls: type[C], data: Any, path: str = "config") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        close = {k: difflib.get_close_matches(str(k), fields, n=1) for k in unknown}
+        hints_text = ", ".join(f"{str(k)[:40]!r} -> {m[0]!r}" for k, m in close.items() if m)
         raise ConfigError(
-            f"{path}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}"
+            f"{path}: unknown key(s) {brief_repr(unknown)} for {cls.__name__}"
+            + (f" (did you mean {hints_text}?)" if hints_text else "")
+            + f"; valid keys: {sorted(fields)}"
         )
     values = {}
     for name, f in fields.items():
@@ -479,7 +484,11 @@ def parse_yaml(text: str, where: str) -> Any:
         finally:
             loader.dispose()
     except yaml.YAMLError as error:
-        raise ConfigError(f"{where} is not valid YAML: {str(error)[:500]}") from None
+        # One line: the problem and where it is, without PyYAML's excerpt of the text.
+        mark = getattr(error, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem[:300]}") from None
     except RecursionError:
         raise ConfigError(f"{where}: nested more than the parser can follow") from None
     nodes, depth = _tree_size(data)

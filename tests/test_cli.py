@@ -9,6 +9,7 @@ from cvae_bridge.cli import main
 from cvae_bridge.config import RunConfig, from_dict, load_run_config, read_yaml, to_dict
 from cvae_bridge.data.images import DIGIT_CAPTIONS
 from cvae_bridge.defaults import default_run_config
+from cvae_bridge.errors import ConfigError
 
 TINY_T2I = {
     "model": {
@@ -154,3 +155,27 @@ def test_overrides_and_unknown_keys(capsys):
     assert main(["config", "--set", "train.steps=9"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["train"]["steps"] == 9
     assert to_dict(default_run_config())["data"]["type"] == "mnist"
+
+
+def test_expected_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CVAE_BRIDGE_DEBUG", raising=False)
+    cases = {
+        ("train", "--set", "model.latent_dim=0"): "model.latent_dim: expected an integer >= 1, got 0",
+        (
+            "train",
+            "--set",
+            "train.stpes=3",
+        ): "unknown key(s) ['stpes'] for TrainConfig (did you mean 'stpes' -> 'steps'?)",
+        ("eval", "--model", str(tmp_path / "absent")): f"{tmp_path / 'absent'}",
+    }
+    for argv, message in cases.items():
+        assert main(list(argv)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cvae-bridge: error: ") and message in err, err
+        assert "Traceback" not in err and err.count("\n") == 1, err
+    # The traceback on request, for a bug report.
+    with pytest.raises(ConfigError, match="latent_dim"):
+        main(["--debug", "train", "--set", "model.latent_dim=0"])
+    monkeypatch.setenv("CVAE_BRIDGE_DEBUG", "1")
+    with pytest.raises(ConfigError, match="latent_dim"):
+        main(["train", "--set", "model.latent_dim=0"])
