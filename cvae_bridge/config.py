@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -370,6 +371,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if tp is bool:
+        # YAML 1.1's other spellings, which the reader leaves as strings (see _StrictLoader).
+        if isinstance(value, str) and value.lower() in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[value.lower()]
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {brief_repr(value)}")
         return value
@@ -457,8 +461,20 @@ MAX_YAML_NODES = 1_000_000
 MAX_YAML_DEPTH = 100
 
 
+_BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+_BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error, not an overwrite."""
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not an overwrite,
+    and plain scalars resolve as YAML 1.2 has them: `1e-4` is a number (YAML 1.1 wants `1.0e-4`),
+    and only true / false are booleans, so `mixed_precision: no` stays the string "no" (a boolean
+    field still takes yes / no / on / off)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _FLOAT_TAG)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()  # literal keys only: a key merged in (<<: *defaults) may be overridden
@@ -472,6 +488,19 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+# Appended after the integer resolver, so that `12` stays an integer.
+_StrictLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)?\.?[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*\.|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def parse_yaml(text: str, where: str) -> Any:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cvae_bridge.cli import main
-from cvae_bridge.config import RunConfig, from_dict, load_run_config, read_yaml, to_dict
+from cvae_bridge.config import RunConfig, TrainConfig, from_dict, load_run_config, read_yaml, to_dict
 from cvae_bridge.data.images import DIGIT_CAPTIONS
 from cvae_bridge.defaults import default_run_config
 from cvae_bridge.errors import ConfigError
@@ -179,3 +179,18 @@ def test_expected_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CVAE_BRIDGE_DEBUG", "1")
     with pytest.raises(ConfigError, match="latent_dim"):
         main(["train", "--set", "model.latent_dim=0"])
+
+
+def test_values_as_people_write_them(tmp_path):
+    """Floats in any notation are numbers and YAML 1.1's yes / no / on / off are strings, except in a
+    boolean field: `lr: 1e-4` and `mixed_precision: no` mean what they say."""
+    config = load_run_config(
+        None, ["train.lr=1e-4", "train.mixed_precision=no", "train.cpu=yes", "model.kl.beta=2E-1"]
+    )
+    assert config.train.lr == 1e-4 and config.model.kl.beta == 0.2
+    assert config.train.mixed_precision == "no" and config.train.cpu is True
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 3e-4\nsteps: 12\nprogress_bar: off\nmixed_precision: no\n")
+    assert read_yaml(path) == {"lr": 3e-4, "steps": 12, "progress_bar": "off", "mixed_precision": "no"}
+    train = from_dict(TrainConfig, read_yaml(path))
+    assert (train.lr, train.steps, train.progress_bar, train.mixed_precision) == (3e-4, 12, False, "no")
