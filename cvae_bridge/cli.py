@@ -22,6 +22,7 @@ from .config import (
 )
 from .envs.suites import SUITES
 from .errors import ConfigError, CvaeBridgeError
+from .version import __version__
 
 
 def _checked(annotated: Any) -> Callable[[str], int | float]:
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvae-bridge", description="Multimodal conditional VAEs: train, generate, evaluate."
     )
+    parser.add_argument("--version", action="version", version=f"cvae-bridge {__version__}")
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -173,6 +173,9 @@ def test_expected_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert err.startswith("cvae-bridge: error: ") and message in err, err
         assert "Traceback" not in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("cvae-bridge 0.")
     # The traceback on request, for a bug report.
     with pytest.raises(ConfigError, match="latent_dim"):
         main(["--debug", "train", "--set", "model.latent_dim=0"])
