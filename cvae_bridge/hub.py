@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
 from .errors import CheckpointError, ConfigError
 from .utils.files import atomic_directory, restore_retired
+from .utils.runtime import checked_device
 from .version import __version__
 
 FORMAT_VERSION = 2
@@ -153,7 +154,7 @@ def _upgrade(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_pretrained(cls: type, directory: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild `cls` from the folder's config and load its weights strictly."""
-    directory = Path(directory)
+    directory, device = Path(directory), checked_device(device)
     try:
         model_config = from_dict(
             ModelConfig, read_config(directory).get("model"), path=f"{directory / CONFIG_NAME}:model"

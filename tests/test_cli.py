@@ -197,3 +197,20 @@ def test_values_as_people_write_them(tmp_path):
     assert read_yaml(path) == {"lr": 3e-4, "steps": 12, "progress_bar": "off", "mixed_precision": "no"}
     train = from_dict(TrainConfig, read_yaml(path))
     assert (train.lr, train.steps, train.progress_bar, train.mixed_precision) == (3e-4, 12, False, "no")
+
+
+def test_a_device_the_machine_lacks_is_named(monkeypatch):
+    import torch
+
+    from cvae_bridge.utils.runtime import checked_device
+
+    assert checked_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device 'cuda'.*use 'cpu'"):
+        checked_device("cuda")
+    with pytest.raises(ConfigError, match="expected a device name.*got 'banana'"):
+        checked_device("banana")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="has 1 CUDA device"):
+        checked_device("cuda:1")

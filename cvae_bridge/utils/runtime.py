@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from ..errors import ConfigError
+
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -33,3 +35,25 @@ def building_skeleton() -> bool:
     """True while a model is built on the meta device (hub.py checks a folder's tensor shapes that
     way before allocating anything): loaders of pretrained parts then build the architecture only."""
     return torch.get_default_device().type == "meta"
+
+
+def checked_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, or a ConfigError saying that it is not a device name or that
+    this machine does not have it (torch would fail later, in an assertion deep in its CUDA code)."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(
+            f"device: expected a device name such as 'cpu', 'cuda' or 'cuda:1', got {str(device)[:80]!r}"
+        ) from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "built without CUDA" if torch.version.cuda is None else "finds no GPU"
+            raise ConfigError(f"device {str(device)!r}: this torch ({torch.__version__}) {built}; use 'cpu'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r}: MPS is not available on this machine; use 'cpu'")
+    return resolved
