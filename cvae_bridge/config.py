@@ -244,7 +244,8 @@ class TrainConfig:
     schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up
     min_lr_ratio: Fraction = 0.0  # the cosine ends at lr * min_lr_ratio
     max_grad_norm: NonNegativeFloat = 1.0  # 0 turns clipping off
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # auto: what `accelerate launch --mixed_precision` (or `accelerate config`) says, else "no".
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     ema_decay: FractionBelowOne = 0.0  # > 0 keeps an exponential moving average of the weights and exports it
     num_workers: NonNegativeInt = 0
     log_every: PositiveInt = 50
@@ -253,7 +254,9 @@ class TrainConfig:
     eval_every: NonNegativeInt = 1000  # validation loss and sample grid; 0 turns it off
     eval_batches: PositiveInt = 10
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
-    trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    # Accelerate's trackers (tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, ...);
+    # checked against those installed when training starts.
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False  # force the CPU even where a GPU is available
     progress_bar: bool = True
     # Target name -> perceptual and adversarial terms for an image target

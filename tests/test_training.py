@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.config import RunConfig, to_dict
-from cvae_bridge.errors import CheckpointError, NonFiniteLossError
+from cvae_bridge.errors import CheckpointError, ConfigError, NonFiniteLossError
 from cvae_bridge.training import Trainer, train
 from cvae_bridge.training.checkpoints import list_checkpoints
 from cvae_bridge.training.sampler import EpochBatchSampler
@@ -183,6 +183,33 @@ def test_ema_weights_are_exported(tmp_path):
 def test_bf16_mixed_precision_on_cpu(tmp_path):
     result = train(run_config(tmp_path, steps=4, mixed_precision="bf16"))
     assert result.status == "completed" and result.metrics["loss"] == pytest.approx(result.metrics["loss"])
+
+
+def test_mixed_precision_follows_the_launcher_unless_the_config_names_one(tmp_path, monkeypatch, capsys):
+    from cvae_bridge.training.trainer import Trainer
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch` sets
+    assert Trainer(run_config(tmp_path / "auto")).accelerator.mixed_precision == "bf16"
+    assert Trainer(run_config(tmp_path / "no", mixed_precision="no")).accelerator.mixed_precision == "no"
+    assert (
+        "train.mixed_precision='no' overrides the launcher's --mixed_precision bf16"
+        in capsys.readouterr().out
+    )
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert Trainer(run_config(tmp_path / "plain")).accelerator.mixed_precision == "no"
+
+
+def test_trackers_are_checked_before_the_run_starts(tmp_path, monkeypatch):
+    import accelerate.tracking
+
+    from cvae_bridge.errors import DependencyError
+
+    with pytest.raises(ConfigError, match=r"train.trackers\[0\]: unknown tracker 'tensorbord'"):
+        train(run_config(tmp_path / "a", trackers=["tensorbord"]))
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: ["tensorboard"])
+    with pytest.raises(DependencyError, match=r"train.trackers\[1\]: 'wandb' is not installed"):
+        train(run_config(tmp_path / "b", trackers=["tensorboard", "wandb"]))
+    assert not (tmp_path / "b").exists()
 
 
 def test_logs_samples_and_config_are_written(tmp_path):

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import signal
 import time
 from collections import defaultdict
@@ -36,7 +37,7 @@ from ..config import RunConfig, TrainConfig, to_dict, write_yaml
 from ..data import build_source
 from ..data.base import collate, to_device
 from ..diagnostics import training_diagnostics
-from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError, DependencyError, InputError, NonFiniteLossError
 from ..model import ConditionalVAE
 from ..samples import grid_samples
 from ..utils.files import atomic_write_text, folder_lock
@@ -128,13 +129,21 @@ class Trainer:
         # Accelerate keeps one global state per process; forget the previous run's precision
         # settings (the process group stays) so that train() can be called again, e.g. in a notebook.
         AcceleratorState._reset_state(reset_partial_state=False)
+        # "auto" leaves the choice to Accelerate, which reads the launcher's setting; a config that
+        # names a precision wins, and says so when the launcher asked for another.
+        launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+        if cfg.mixed_precision != "auto" and launcher not in (None, cfg.mixed_precision):
+            print(
+                f"note: train.mixed_precision={cfg.mixed_precision!r} overrides the launcher's "
+                f"--mixed_precision {launcher}; set train.mixed_precision=auto to follow the launcher"
+            )
         try:
             self.accelerator = Accelerator(
-                mixed_precision=cfg.mixed_precision,
+                mixed_precision=None if cfg.mixed_precision == "auto" else cfg.mixed_precision,
                 # Without a GPU, Accelerate must be told so to form a CPU process group (gloo)
                 # under `accelerate launch --multi_gpu --num_processes N`.
                 cpu=cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-                log_with=list(cfg.trackers) or None,
+                log_with=checked_trackers(cfg.trackers) or None,
                 project_dir=str(self.output_dir),
                 step_scheduler_with_optimizer=False,  # we step the schedule once per optimiser step
             )
@@ -264,7 +273,7 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     elapsed = time.perf_counter() - tick
                     count = step % cfg.log_every or cfg.log_every
-                    metrics = {k: float(v) / count for k, v in sums.items()}
+                    metrics = self._mean_over_processes({k: float(v) / count for k, v in sums.items()})
                     # data_wait: the share of the interval's wall time spent blocked on the data loader
                     metrics.update(
                         lr=self.scheduler.get_last_lr()[0],
@@ -380,7 +389,7 @@ class Trainer:
             norm = self.accelerator.clip_grad_norm_(weights, cfg.max_grad_norm)
             figures["grad_norm"] = float(norm)
             # Under fp16 an overflow is routine: the grad scaler skips that step by itself.
-            finite = math.isfinite(figures["grad_norm"]) or cfg.mixed_precision == "fp16"
+            finite = math.isfinite(figures["grad_norm"]) or self.accelerator.mixed_precision == "fp16"
         if not finite:
             self._nonfinite(step, figures)
         else:
@@ -432,6 +441,15 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.output_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+
+    def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each process's loss figures averaged over all of them: what is logged describes the
+        whole batch, not the main process's shard of it."""
+        if self.accelerator.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        return dict(zip(keys, self.accelerator.reduce(values, "mean").tolist()))
 
     def _evaluate(self, step: int) -> None:
         """Validation loss on the first batches of the evaluation split, and a sample grid.
@@ -504,6 +522,25 @@ class Trainer:
         finally:
             for s, handler in {**previous, **replaced}.items():
                 signal.signal(s, handler)
+
+
+def checked_trackers(names: list[str]) -> list[str]:
+    """`train.trackers` as given, or a DependencyError before the run starts: Accelerate itself
+    skips a tracker whose package is missing with a log line only, so a run would keep no logs."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    for index, name in enumerate(names):
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ConfigError(
+                f"train.trackers[{index}]: unknown tracker {name[:40]!r}; Accelerate has {sorted(LOGGER_TYPE_TO_CLASS)}"
+            )
+        if name not in available:
+            raise DependencyError(
+                f"train.trackers[{index}]: {name!r} is not installed (pip install {name}); installed: "
+                f"{sorted(available) or 'none'}; or set train.trackers=[] for the log.jsonl file only"
+            )
+    return list(names)
 
 
 def config_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
