@@ -177,6 +177,50 @@ def test_observations_are_converted_not_normalised():
     np.testing.assert_allclose(action, expected["action"][0, 0].numpy(), rtol=1e-5)
 
 
+def test_lerobot_batches_give_the_same_actions_as_numpy_observations():
+    """LeRobot's convention: torch tensors, images float (B, 3, H, W) in [0, 1]; the action comes
+    back as a (B, d) tensor, predict_action_chunk gives the whole chunk."""
+    model = build(tiny_act(chunk=4, image=True))
+    frames = np.random.default_rng(1).integers(0, 256, size=(2, 10, 12, 3), dtype=np.uint8)
+    states = np.array([[0.5, 1.0, -1.0], [2.0, 3.0, 4.0]], dtype=np.float32)
+    numpy_policy = ActionChunkPolicy(model, FEATURES, image_size=[6, 6], temporal_ensemble=0.01)
+    torch_policy = ActionChunkPolicy(model, FEATURES, image_size=[6, 6], temporal_ensemble=0.01)
+    lerobot = {
+        "observation.state": torch.from_numpy(states),
+        "observation.images.top": torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255,
+    }
+    for _ in range(3):
+        expected = numpy_policy.select_action({"observation.state": states, "observation.images.top": frames})
+        action = torch_policy.select_action(lerobot)
+        assert isinstance(action, torch.Tensor) and action.shape == (2, 2)
+        torch.testing.assert_close(action, torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+    chunk = torch_policy.predict_action_chunk(lerobot)
+    assert chunk.shape == (2, 4, 2) and torch_policy.step == 3  # the stored chunks are untouched
+    with pytest.raises(InputError, match=r"expected a float image .* in \[0, 1\].*torch.uint8"):
+        torch_policy.predict_action_chunk({**lerobot, "observation.images.top": torch.from_numpy(frames)})
+    with pytest.raises(InputError, match=r"image values must lie in \[0, 1\]"):
+        torch_policy.predict_action_chunk(
+            {**lerobot, "observation.images.top": lerobot["observation.images.top"] * 255}
+        )
+
+
+def test_a_lerobot_batch_carries_the_instruction_as_task():
+    config = load_run_config(
+        CONFIGS / "act_aloha_state.yaml",
+        ["model.conditions.instruction={type: text, output: pooled}", "data.instruction_key=instruction"],
+    )
+    model = ConditionalVAE(config.model)
+    model.set_normalization(
+        {n: (torch.zeros(d), torch.ones(d)) for n, d in (("qpos", 14), ("env_state", 7), ("action", 14))}
+    )
+    policy = ActionChunkPolicy(model, config.data.features, instruction_key=config.data.instruction_key)
+    batch = {"observation.state": torch.zeros(2, 14), "observation.environment_state": torch.zeros(2, 7)}
+    tasks = ["transfer the cube", "insert the peg"]
+    chunk = policy.predict_action_chunk({**batch, "task": tasks})
+    torch.testing.assert_close(chunk, policy.predict_action_chunk(batch, tasks))
+    assert policy.select_action({**batch, "task": tasks}).shape == (2, 14)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training on recorded episodes, replay.
 

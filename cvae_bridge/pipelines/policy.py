@@ -19,6 +19,11 @@ model (`run_config.json`: its `data`) tells which feature feeds which model inpu
 size; the policy converts images to float (3, H, W) in [0, 1] exactly as training did, and the
 model normalises states and un-normalises actions itself.
 
+LeRobot's convention works too: a batch of torch tensors, images float (B, 3, H, W) in [0, 1],
+the instruction as `batch["task"]` (a list of strings); the action then comes back as a torch
+tensor (B, d), and `predict_action_chunk(batch)` gives the whole (B, k, d) chunk, as LeRobot's
+policies name it.
+
 Replaying recorded episodes through a policy is evaluation's (`evaluation/replay.py`).
 """
 
@@ -37,7 +42,9 @@ from einops import einsum
 from ..errors import CheckpointError, ConfigError, InputError
 from ..hub import RUN_CONFIG_NAME, read_run_config
 from ..model import ConditionalVAE
-from ..utils.pixels import frame_tensor
+from ..utils.pixels import frame_tensor, resize_images
+
+LEROBOT_TASK = "task"  # where a LeRobot batch carries the instruction
 
 
 class ActionChunkPolicy:
@@ -146,8 +153,9 @@ class ActionChunkPolicy:
 
     def __call__(
         self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
-    ) -> np.ndarray:
-        """The action for the current step: (d,) for one environment, (B, d) for a batch.
+    ) -> np.ndarray | torch.Tensor:
+        """The action for the current step: (d,) for one environment, (B, d) for a batch; a torch
+        tensor when the observation holds torch tensors (LeRobot's batches), else numpy.
 
         The observation is read only at steps where the policy re-plans. Also reachable as
         `select_action`, LeRobot's name for it.
@@ -166,12 +174,22 @@ class ActionChunkPolicy:
             weights = torch.exp(-self.temporal_ensemble * torch.arange(len(predictions), dtype=torch.float64))
             action = einsum((weights / weights.sum()).float(), predictions, "n, n b d -> b d")
         self.step += 1
-        action = action.numpy()
-        return action[0] if self.layout[1] else action
+        action = action[0] if self.layout[1] else action
+        return action if _is_torch_batch(observation) else action.numpy()
 
     select_action = __call__
 
+    def predict_action_chunk(
+        self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
+    ) -> torch.Tensor:
+        """The (B, k, d) chunk of actions predicted from this observation (z = 0), as a torch
+        tensor, without touching the stored chunks of `select_action` (LeRobot's name)."""
+        return self._chunk(self.model_inputs(observation, instruction)[0])
+
     @torch.inference_mode()
+    def _chunk(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model.sample(batch or None, latent="mean")[self.action_key].float().cpu()
+
     def _predict(self, observation: Mapping[str, Any], instruction: str | list[str] | None) -> torch.Tensor:
         """(B, k, d) actions from one observation, z = 0, on the CPU."""
         batch, layout = self.model_inputs(observation, instruction)
@@ -181,19 +199,20 @@ class ActionChunkPolicy:
             raise InputError(
                 f"observation: {_environments(layout)} after {_environments(self.layout)} in this episode; call reset() between episodes"
             )
-        chunk = self.model.sample(batch or None, latent="mean")[self.action_key]
-        return chunk.float().cpu()
+        return self._chunk(batch)
 
     def model_inputs(
         self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
     ) -> tuple[dict[str, Any], tuple[int, bool]]:
         """(model batch, (batch size, whether the observation is of one environment)). States
         become float32 (B, d) tensors, images float (B, 3, H, W) in [0, 1] at `image_size`; the
-        model normalises them itself."""
+        model normalises them itself. A LeRobot batch's `task` is the instruction when none is given."""
         if not isinstance(observation, Mapping):
             raise InputError(
                 f"observation: expected a dict of observation key -> array, got {type(observation).__name__}"
             )
+        if instruction is None and self.instruction_key is not None and _is_torch_batch(observation):
+            instruction = observation.get(LEROBOT_TASK)
         batch: dict[str, Any] = {}
         layouts: dict[str, tuple[int, bool]] = {}  # input -> (batch size, single environment)
         for name, key in self.inputs.items():
@@ -201,7 +220,13 @@ class ActionChunkPolicy:
                 raise InputError(
                     f"observation: missing {key!r} (model input {name!r}); the observation has {sorted(observation)}"
                 )
-            value = np.asarray(observation[key])
+            value = observation[key]
+            if isinstance(value, torch.Tensor):
+                tensor, single = self._lerobot_input(name, key, value)
+                batch[name] = tensor.to(self.model.device)
+                layouts[name] = (len(tensor), single)
+                continue
+            value = np.asarray(value)
             if name in self.images:
                 if value.dtype != np.uint8 or value.ndim not in (3, 4) or value.shape[-1] != 3:
                     raise InputError(
@@ -241,6 +266,33 @@ class ActionChunkPolicy:
                 raise InputError(f"instruction: {len(texts)} texts for {size} environment(s)")
             batch[self.instruction_key] = texts
         return batch, (size, single)
+
+    def _lerobot_input(self, name: str, key: str, value: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """A torch input in LeRobot's convention: images float (B, 3, H, W) or (3, H, W) in [0, 1],
+        states (B, d) or (d,). Returns the (B, ...) tensor and whether it was of one environment."""
+        value = value.detach().cpu()
+        if name in self.images:
+            if not value.is_floating_point() or value.ndim not in (3, 4) or value.shape[-3] != 3:
+                raise InputError(
+                    f"observation[{key!r}]: expected a float image (3, H, W) or (B, 3, H, W) in [0, 1] (LeRobot's "
+                    f"convention), got {value.dtype} {tuple(value.shape)}"
+                )
+            frames = value.float()[None] if value.ndim == 3 else value.float()
+            if len(frames) and (frames.min() < 0 or frames.max() > 1):
+                raise InputError(
+                    f"observation[{key!r}]: image values must lie in [0, 1], got {float(frames.min()):.3g} .. "
+                    f"{float(frames.max()):.3g}"
+                )
+            return resize_images(frames, self.image_size), value.ndim == 3
+        if value.ndim not in (1, 2) or value.dtype == torch.bool or value.is_complex():
+            raise InputError(
+                f"observation[{key!r}]: expected a numeric tensor (d,) or (B, d), got {value.dtype} {tuple(value.shape)}"
+            )
+        return value.to(torch.float32).reshape(-1, value.shape[-1]).clone(), value.ndim == 1
+
+
+def _is_torch_batch(observation: Mapping[str, Any]) -> bool:
+    return any(isinstance(value, torch.Tensor) for value in observation.values())
 
 
 def _environments(layout: tuple[int, bool]) -> str:

@@ -2,6 +2,7 @@
 the pipelines and evaluation (so that inference converts exactly as training did).
 
     frame_tensor               (H, W, 3) uint8 frame -> (3, H', W') float in [0, 1], resized
+    resize_images              (B, C, H, W) float in [0, 1] -> the same at another size
     image_grid, save_image_grid   (N, C, H, W) in [0, 1] -> one image, `columns` per row
 """
 
@@ -20,10 +21,16 @@ from PIL import Image
 def frame_tensor(frame: np.ndarray, size: Sequence[int] | None) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H', W') float32 in [0, 1], resized when `size` differs."""
     x = torch.from_numpy(np.array(frame)).permute(2, 0, 1).to(torch.float32).div_(255.0)
-    if size is not None and tuple(x.shape[1:]) != tuple(size):
-        x = F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
-        x = x.clamp_(0.0, 1.0)
-    return x
+    return resize_images(x[None], size)[0]
+
+
+def resize_images(x: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
+    """(B, C, H, W) float in [0, 1] -> (B, C, H', W') at `size` (bilinear, antialiased, as the data
+    readers resize), unchanged when `size` is None or already the size."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp_(0.0, 1.0)
 
 
 def image_grid(images: torch.Tensor, columns: int, padding: int = 2) -> Image.Image:
