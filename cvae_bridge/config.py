@@ -317,7 +317,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -
         data, source = to_dict(default_run_config()), "default config"
     else:
         data, source = read_yaml(path), str(path)
-    data = apply_overrides(data, list(overrides))
+    data = drop_removed_modalities(apply_overrides(data, list(overrides)))
     targets = data.get("model", {}).get("targets") if isinstance(data.get("model"), dict) else None
     for name, target in (targets or {}).items():
         if isinstance(target, dict) and "sharpen" in target:
@@ -439,6 +439,30 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, dict):
         return {k: to_dict(v) for k, v in config.items()}
     return config
+
+
+def drop_removed_modalities(data: dict) -> dict:
+    """A condition or target set to null (`--set model.conditions.env_state=null`) leaves the run
+    config with every mention of its name: the data's feature for it, model.normalize and the
+    posterior's condition list. A model that still needs one of them fails when it is built."""
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return data
+    removed = set()
+    for section in ("conditions", "targets"):
+        entries = model.get(section)
+        if isinstance(entries, dict):
+            removed |= {name for name, value in entries.items() if value is None}
+            model[section] = {name: value for name, value in entries.items() if value is not None}
+    if not removed:
+        return data
+    for holder, key in ((model, "normalize"), (model.get("posterior"), "conditions")):
+        if isinstance(holder, dict) and isinstance(holder.get(key), list):
+            holder[key] = [name for name in holder[key] if name not in removed]
+    features = data.get("data", {}).get("features") if isinstance(data.get("data"), dict) else None
+    if isinstance(features, dict):
+        data["data"]["features"] = {k: v for k, v in features.items() if k not in removed}
+    return data
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

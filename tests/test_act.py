@@ -388,6 +388,35 @@ def test_state_config_trains_from_either_format(tmp_path, layout):
     assert action.shape == (14,) and np.isfinite(action).all()
 
 
+def test_one_override_removes_a_modality(tmp_path):
+    """ACT's own HDF5 files have no environment state: `model.conditions.env_state=null` drops it
+    from the model, the data features and the normalisation, and the policy needs the joints only."""
+    data = tmp_path / "data"
+    write_act_hdf5(
+        data, [{k: v for k, v in e.items() if k != "observation.environment_state"} for e in act_episodes()]
+    )
+    settings = [
+        "model.conditions.env_state=null",
+        "data.type=act_hdf5",
+        f"data.path={data}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.eval_every=0",
+        "train.progress_bar=false",
+        "train.trackers=[]",
+    ]
+    config = load_run_config(CONFIGS / "act_aloha_state.yaml", settings)
+    assert list(config.model.conditions) == ["qpos"] and "env_state" not in config.model.normalize
+    assert "env_state" not in config.data.features and config.model.posterior.conditions == ["qpos"]
+    assert (
+        main(["train", str(CONFIGS / "act_aloha_state.yaml"), *[a for s in settings for a in ("--set", s)]])
+        == 0
+    )
+    policy = ActionChunkPolicy.from_pretrained(tmp_path / "run" / "model")
+    assert policy.select_action({"observation.state": np.zeros(14)}).shape == (14,)
+
+
 def test_instruction_variant_builds_and_takes_the_task_text():
     overrides = [
         "model.conditions.instruction={type: text, output: tokens}",
