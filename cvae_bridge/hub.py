@@ -35,6 +35,7 @@ LEGACY_PREFIXES = {1: ("sharpeners.",)}  # format -> saved weights that are no l
 CONFIG_NAME = "config.json"
 RUN_CONFIG_NAME = "run_config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
 
 
 def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -64,7 +65,75 @@ def save_pretrained(
         save_file(saved_state(model), str(temporary / WEIGHTS_NAME), metadata={"format": "pt"})
         if run_config is not None:
             (temporary / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run_config), indent=2))
+        (temporary / CARD_NAME).write_text(model_card(model, run_config))
     return Path(directory)
+
+
+def model_card(model: torch.nn.Module, run_config: RunConfig | None = None) -> str:
+    """The folder's README.md in the Hugging Face Hub's model-card layout: metadata (library,
+    pipeline tag) in front matter, then what the model is, what it was trained on and how to load
+    it. Paths are given by their last part only: a card must not carry a machine's folders."""
+    kinds = {name: decoder.output_kind for name, decoder in model.decoders.items()}
+    texts = [n for n, e in model.condition_encoders.items() if e.input_kind == "text"]
+    if "action" in kinds.values():
+        tag, loader = (
+            "robotics",
+            'from cvae_bridge import ActionChunkPolicy\n\npolicy = ActionChunkPolicy.from_pretrained("path/to/this/folder")',
+        )
+    elif "image" in kinds.values() and texts:
+        tag, loader = (
+            "text-to-image",
+            'from cvae_bridge.pipelines import TextToImagePipeline\n\npipe = TextToImagePipeline.from_pretrained("path/to/this/folder")',
+        )
+    else:
+        tag, loader = (
+            None,
+            'from cvae_bridge import ConditionalVAE\n\nmodel = ConditionalVAE.from_pretrained("path/to/this/folder")',
+        )
+    config = model.config
+    saved = sum(t.numel() for t in saved_entries(model).values())
+    total = sum(p.numel() for p in model.parameters())
+    lines = ["---", "library_name: cvae-bridge", "tags: [cvae-bridge, conditional-vae]"]
+    lines += [f"pipeline_tag: {tag}"] if tag else []
+    lines += ["---", "", f"# A conditional VAE made with cvae_bridge {__version__}", ""]
+    lines += ["| part | what |", "|---|---|"]
+    for name, encoder in config.conditions.items():
+        lines.append(f"| condition `{name}` | {encoder.type} encoder |")
+    for name, target in config.targets.items():
+        lines.append(
+            f"| target `{name}` | {target.encoder.type} encoder (posterior only), {target.decoder.type} decoder, "
+            f"{target.likelihood.type} likelihood |"
+        )
+    lines.append(
+        f"| latent | {config.latent_dim} dimensions, {config.posterior.type} posterior, {config.prior.type} prior |"
+    )
+    lines.append(
+        f"| parameters | {total:,} ({saved:,} in {WEIGHTS_NAME}; the rest pretrained, loaded from their packages) |"
+    )
+    if run_config is not None:
+        data, train = run_config.data, run_config.train
+        source = next((str(getattr(data, key)) for key in ("path", "root") if getattr(data, key, None)), None)
+        where = f", `{Path(source).name}`" if source else ""
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"Data: `{data.type}`{where}. {train.steps:,} steps of batch {train.batch_size}, "
+            f"learning rate {train.lr:g}; the whole run config is {RUN_CONFIG_NAME}.",
+        ]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        loader,
+        "```",
+        "",
+        "Evaluation figures are written by `cvae-bridge eval --model FOLDER` (text-to-image) or "
+        "`cvae-bridge rollout --model FOLDER ...` (simulated robots); none were measured at export.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def read_run_config(directory: str | Path, overrides: list[str] = ()) -> RunConfig:

@@ -7,6 +7,7 @@ import torch
 from conftest import TINY_CONFIGS, build, make_batch
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
+from cvae_bridge.config import to_dict
 from cvae_bridge.errors import CheckpointError, ConfigError, InputError
 from cvae_bridge.hub import FORMAT_VERSION
 
@@ -176,3 +177,18 @@ def test_config_errors_name_the_key():
         from_dict(ModelConfig, config)
     with pytest.raises(ConfigError, match="conditional prior needs at least one condition"):
         ConditionalVAE(from_dict(ModelConfig, dict(TINY_CONFIGS["mlp_vae"], prior={"type": "conditional"})))
+
+
+def test_a_saved_folder_carries_a_model_card(tmp_path):
+    from cvae_bridge.config import RunConfig
+    from cvae_bridge.defaults import default_run_config
+
+    run = default_run_config()
+    run = from_dict(
+        RunConfig, {**to_dict(run), "data": {"type": "imagefolder", "root": str(tmp_path / "my_pictures")}}
+    )
+    build("mlp_vae").save_pretrained(tmp_path / "m", run)
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: cvae-bridge\n") and "ConditionalVAE.from_pretrained" in card
+    assert "`imagefolder`, `my_pictures`" in card and str(tmp_path) not in card  # no local folders
+    ConditionalVAE.from_pretrained(tmp_path / "m")  # the card is beside the weights, not in the way
