@@ -55,18 +55,24 @@ def save_pretrained(
     """Write the model folder atomically: a crash mid-write leaves any previous folder intact.
     `run_config`: the training run, for tools that need more than the model (the policy reads
     its observation keys, evaluation its dataset)."""
+    with atomic_directory(directory) as temporary:
+        write_model_files(model, temporary, run_config)
+    return Path(directory)
+
+
+def write_model_files(model: torch.nn.Module, folder: Path, run_config: RunConfig | None = None) -> None:
+    """The files of a model folder, written into an existing `folder` that something else makes
+    atomic (save_pretrained's temporary folder, a checkpoint's)."""
     config = {
         "format_version": FORMAT_VERSION,
         "cvae_bridge_version": __version__,
         "model": to_dict(model.config),
     }
-    with atomic_directory(directory) as temporary:
-        (temporary / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        save_file(saved_state(model), str(temporary / WEIGHTS_NAME), metadata={"format": "pt"})
-        if run_config is not None:
-            (temporary / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run_config), indent=2))
-        (temporary / CARD_NAME).write_text(model_card(model, run_config))
-    return Path(directory)
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    save_file(saved_state(model), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    if run_config is not None:
+        (folder / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run_config), indent=2))
+    (folder / CARD_NAME).write_text(model_card(model, run_config))
 
 
 def model_card(model: torch.nn.Module, run_config: RunConfig | None = None) -> str:

@@ -212,6 +212,18 @@ def test_trackers_are_checked_before_the_run_starts(tmp_path, monkeypatch):
     assert not (tmp_path / "b").exists()
 
 
+def test_every_checkpoint_is_also_a_model_folder(tmp_path):
+    result = train(run_config(tmp_path, steps=4, checkpoint_every=2, keep_checkpoints=5))
+    final = ConditionalVAE.from_pretrained(result.model_dir)
+    for step in (2, 4):
+        folder = tmp_path / "checkpoints" / f"step_{step:08d}"
+        model = ConditionalVAE.from_pretrained(folder)
+        assert (folder / "run_config.json").is_file() and (folder / "README.md").is_file()
+    # The last checkpoint holds the exported weights (no EMA in this run).
+    for a, b in zip(model.state_dict().values(), final.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_logs_samples_and_config_are_written(tmp_path):
     train(run_config(tmp_path, steps=10, eval_every=5, eval_batches=2, trackers=["tensorboard"]))
     assert (tmp_path / "samples" / "step_00000010.png").is_file()

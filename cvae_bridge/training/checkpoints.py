@@ -21,12 +21,13 @@ from accelerate.utils import gather_object
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..config import RunConfig
 from ..errors import CheckpointError
-from ..hub import load_state_strict, saved_state
+from ..hub import WEIGHTS_NAME, load_state_strict, saved_state, write_model_files
 from ..utils.files import fsync_directory, fsync_files
 
 STATE_NAME = "trainer_state.json"
-MODEL_NAME = "model.safetensors"
+MODEL_NAME = WEIGHTS_NAME  # the same name: a checkpoint is also a model folder
 LOSSES_NAME = "losses.safetensors"  # the training losses' own weights (a discriminator)
 EMA_NAME = "ema.safetensors"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -53,10 +54,19 @@ def rng_fingerprint() -> str:
     return hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
 
 
-def install_model_hooks(accelerator: Accelerator, model: torch.nn.Module, losses: torch.nn.Module) -> None:
+def install_model_hooks(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    losses: torch.nn.Module,
+    run_config: RunConfig | None = None,
+) -> None:
     """Make Accelerate's save_state/load_state leave the model and the training losses to us: we
     save them without frozen pretrained parts and load them strictly. Losses without weights of
-    their own write no file, so checkpoints of runs without them look as they always did."""
+    their own write no file, so checkpoints of runs without them look as they always did.
+
+    With `run_config`, a checkpoint is also a model folder (config.json, run_config.json and a
+    card beside the weights), so an intermediate checkpoint can be evaluated or rolled out as it
+    is; a run with adapters (LoRA) passes None, as its weights have the adapters' layout."""
     modules = {MODEL_NAME: model}
     if saved_state(accelerator.unwrap_model(losses)):
         modules[LOSSES_NAME] = losses
@@ -64,7 +74,10 @@ def install_model_hooks(accelerator: Accelerator, model: torch.nn.Module, losses
     def save_hook(models: list, weights: list, output_dir: str) -> None:
         if accelerator.is_main_process:
             for name, module in modules.items():
-                save_file(saved_state(accelerator.unwrap_model(module)), os.path.join(output_dir, name))
+                if name == MODEL_NAME and run_config is not None:
+                    write_model_files(accelerator.unwrap_model(module), Path(output_dir), run_config)
+                else:
+                    save_file(saved_state(accelerator.unwrap_model(module)), os.path.join(output_dir, name))
         weights.clear()
 
     def load_hook(models: list, input_dir: str) -> None:

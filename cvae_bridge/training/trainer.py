@@ -201,7 +201,7 @@ class Trainer:
         else:
             self.losses = losses.to(self.accelerator.device)
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-        install_model_hooks(self.accelerator, self.model, self.losses)
+        install_model_hooks(self.accelerator, self.model, self.losses, None if self.adapted else config)
 
         self.sampler = EpochBatchSampler(
             len(self.train_set),

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from cvae_bridge import ConditionalVAE, hub
 from cvae_bridge.errors import CheckpointError, InputError
-from cvae_bridge.training import checkpoints, train
+from cvae_bridge.training import train
 from cvae_bridge.training.checkpoints import list_checkpoints
 from cvae_bridge.utils.files import atomic_directory, atomic_write_text
 
@@ -230,7 +230,8 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_checkpoint_and_resumes_exa
     (the optimiser state): a CheckpointError says so and names the checkpoint; the temporary
     folder is removed and step 5 is untouched."""
     if form == "OSError":
-        real, calls = checkpoints.save_file, []
+        # A checkpoint's weights are written as a model folder's (hub.write_model_files).
+        real, calls = hub.save_file, []
 
         def fail_at_second_checkpoint(tensors, filename, metadata=None):
             calls.append(filename)
@@ -238,7 +239,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_checkpoint_and_resumes_exa
                 failing_save_file(tensors, filename)
             real(tensors, filename, metadata=metadata)
 
-        monkeypatch.setattr(checkpoints, "save_file", fail_at_second_checkpoint)
+        monkeypatch.setattr(hub, "save_file", fail_at_second_checkpoint)
     else:
         real_save = torch.save
 
@@ -269,16 +270,17 @@ def test_checkpoint_killed_mid_write_keeps_the_last_checkpoint_and_resumes_exact
         """
         import os, signal
         from pathlib import Path
-        from cvae_bridge.training import checkpoints, train
+        from cvae_bridge import hub
+        from cvae_bridge.training import train
         from reliability_helpers import run_config
-        real, calls = checkpoints.save_file, []
+        real, calls = hub.save_file, []
         def dying(tensors, filename, metadata=None):
             calls.append(filename)
             if len(calls) == 2:
                 Path(filename).write_bytes(b"\\x00" * 10)
                 os.kill(os.getpid(), signal.SIGKILL)
             real(tensors, filename, metadata=metadata)
-        checkpoints.save_file = dying
+        hub.save_file = dying
         train(run_config(Path(sys.argv[1])))
         """,
         str(tmp_path),
@@ -300,7 +302,14 @@ def test_export_over_an_existing_model_folder_failing_keeps_it(tmp_path, monkeyp
     (out / "model").mkdir(parents=True)
     build("conv_cvae").save_pretrained(out / "model")
     before = state_of(out / "model")
-    monkeypatch.setattr(hub, "save_file", failing_save_file)
+    real = hub.save_file
+
+    def fail_outside_checkpoints(tensors, filename, metadata=None):
+        (failing_save_file if "checkpoints" not in Path(filename).parts else real)(
+            tensors, filename, metadata
+        )
+
+    monkeypatch.setattr(hub, "save_file", fail_outside_checkpoints)
     with pytest.raises(OSError, match="No space left"):
         train(run_config(out, steps=5))
     assert_same_weights(state_of(out / "model"), before)
