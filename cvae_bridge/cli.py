@@ -68,7 +68,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     config = _command_config(GenerateConfig, args, "generate")
     path = generate_grid(config)
-    print(f"wrote {path} ({len(config.prompts)} prompts x {config.num} images)")
+    rows = f"{len(config.prompts)} prompts" if config.prompts else "no prompt"
+    print(f"wrote {path} ({rows} x {config.num} images)")
     return 0
 
 
@@ -197,7 +198,9 @@ def _add_train(commands: Any, overrides: argparse.ArgumentParser) -> None:
 
 def _add_generate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     generate = commands.add_parser(
-        "generate", parents=[overrides], help="write a grid of images generated from prompts"
+        "generate",
+        parents=[overrides],
+        help="write a grid of images generated from prompts (none for an unconditional model)",
     )
     generate.add_argument("--model", required=True, help="a model folder (save_pretrained)")
     generate.add_argument(

@@ -142,7 +142,7 @@ def outputs(family: str, directory: Path, saved: dict[str, torch.Tensor]) -> dic
     if family == "text_to_image":
         result["samples"] = TextToImagePipeline(model)(
             PROMPTS, num_images_per_prompt=2, seed=0, output_type="pt"
-        )
+        ).images
     elif family == "unconditional_vae":
         generator = torch.Generator().manual_seed(0)
         result["samples"] = model.sample(num_samples=4, generator=generator)["image"]
