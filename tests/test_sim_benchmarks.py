@@ -479,6 +479,7 @@ def test_aloha_demos_train_and_rollout(tmp_path):
     with pytest.raises(ConfigError, match="'heldout' needs a language-conditioned policy"):
         main(
             [
+                "--debug",
                 "rollout",
                 "--model",
                 str(model),

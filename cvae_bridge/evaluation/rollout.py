@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
@@ -60,6 +61,7 @@ class RolloutConfig:
     batch_size: PositiveInt = 10  # episodes run side by side, one policy call per step
     out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
     device: str = "cpu"
+    progress_bar: bool = True  # episodes done and successes so far, on stderr
 
 
 def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
@@ -93,6 +95,9 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     report_tasks = {}
+    bar = tqdm(
+        total=episodes * len(task_names), desc="rollout", unit="episode", disable=not config.progress_bar
+    )
     for task in task_names:
         task_start, results, policy_s = time.perf_counter(), [], 0.0
         for first in range(0, episodes, batch_size):
@@ -107,6 +112,8 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
             batch, seconds, stages = _run_batch(policy, suite, task, seeds, phrasings, videos, image_size)
             results += batch
             policy_s += seconds
+            bar.update(len(batch))
+            bar.set_postfix(task=task, success=f"{sum(r['success'] for r in results)}/{len(results)}")
         elapsed = time.perf_counter() - task_start
         successes = sum(r["success"] for r in results)
         # episodes that reached each sub-stage, where the task has them: where the failures stop
@@ -121,6 +128,7 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
             "policy_s_per_episode": policy_s / episodes,
             "results": results,
         }
+    bar.close()
     elapsed = time.perf_counter() - start
     report = {
         "model": str(model_dir),
