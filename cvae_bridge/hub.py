@@ -11,12 +11,18 @@ weights under `sharpeners.`); they now belong to training (`train.sharpen.<name>
 run config as free-form `extra.run` inside config.json. Format-1 folders still load: the settings
 move to the run config's `train.sharpen`, the discriminator is dropped, and `read_run_config`
 reads `extra.run`.
+
+A folder may also be named by a Hugging Face Hub repo id (resolve_folder: the local cache first);
+push_to_hub uploads one.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DependencyError
 from .utils.files import atomic_directory, restore_retired
 from .utils.runtime import checked_device
 from .version import __version__
@@ -58,6 +64,69 @@ def save_pretrained(
     with atomic_directory(directory) as temporary:
         write_model_files(model, temporary, run_config)
     return Path(directory)
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def resolve_folder(
+    name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None
+) -> Path:
+    """A model folder: `name_or_path` itself when it is a folder, else a Hugging Face Hub repo id
+    ("owner/name") looked up in the local Hugging Face cache (HF_HUB_CACHE, or `cache_dir`) at
+    `revision`, and downloaded into it only when it is not there and HF_HUB_OFFLINE is not set."""
+    path = Path(name_or_path)
+    if path.is_dir() or not _REPO_ID.match(str(name_or_path)) or path.exists():
+        if revision is not None:
+            raise ConfigError(
+                f"revision: {revision!r} is for a Hub repo id; {str(name_or_path)!r} is a local path"
+            )
+        return path  # loading names what is missing
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError as error:
+        raise DependencyError(
+            f"{name_or_path}: a Hub repo id needs huggingface_hub (pip install huggingface_hub)"
+        ) from error
+    options = dict(repo_id=str(name_or_path), revision=revision, cache_dir=cache_dir)
+    try:
+        return Path(snapshot_download(**options, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    cached = f"the Hugging Face cache ({cache_dir or 'HF_HUB_CACHE'})"
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        raise CheckpointError(
+            f"{name_or_path}: not a folder, and not in {cached} at revision {revision or 'main'}; "
+            "HF_HUB_OFFLINE is set, so nothing is downloaded"
+        )
+    try:
+        return Path(snapshot_download(**options))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        raise CheckpointError(
+            f"{name_or_path}: not a folder, not in {cached}, and the Hub could not be reached or has no such "
+            f"repo ({type(error).__name__}: {str(error)[:200]})"
+        ) from error
+
+
+def push_to_hub(
+    model: torch.nn.Module,
+    repo_id: str,
+    run_config: RunConfig | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload cvae_bridge model",
+) -> str:
+    """Save the model folder (with its card) and upload it to the Hub repo `repo_id`, created if
+    needed; returns the commit's URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = save_pretrained(model, Path(temporary) / "model", run_config)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
 
 
 def write_model_files(model: torch.nn.Module, folder: Path, run_config: RunConfig | None = None) -> None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from .config import ModelConfig, RunConfig
 from .errors import ConfigError, InputError, UsageError
-from .hub import load_pretrained, save_pretrained
+from .hub import load_pretrained, push_to_hub, resolve_folder, save_pretrained
 from .latent import gaussian_log_prob, reparameterize
 from .modalities.base import Tokens
 from .registry import DECODERS, ENCODERS, LIKELIHOODS, POSTERIORS, PRIORS
@@ -161,9 +161,21 @@ class ConditionalVAE(nn.Module):
         return save_pretrained(self, directory, run_config)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ConditionalVAE:
-        """Rebuild from a saved folder; weights load strictly. Returned in eval mode."""
-        return load_pretrained(cls, directory, device)
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> ConditionalVAE:
+        """Rebuild from a saved folder, or a Hub repo id (the local Hugging Face cache first, at
+        `revision`); weights load strictly. Returned in eval mode."""
+        return load_pretrained(cls, resolve_folder(directory, revision, cache_dir), device)
+
+    def push_to_hub(self, repo_id: str, run_config: RunConfig | None = None, **options: Any) -> str:
+        """Upload the model folder (weights, config, card) to a Hub repo; returns the commit URL.
+        `options`: private, token, commit_message."""
+        return push_to_hub(self, repo_id, run_config, **options)
 
     # -- input handling --------------------------------------------------------------------
 

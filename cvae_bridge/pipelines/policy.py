@@ -40,7 +40,7 @@ import torch
 from einops import einsum
 
 from ..errors import CheckpointError, ConfigError, InputError
-from ..hub import RUN_CONFIG_NAME, read_run_config
+from ..hub import RUN_CONFIG_NAME, read_run_config, resolve_folder
 from ..model import ConditionalVAE
 from ..utils.pixels import frame_tensor, resize_images
 
@@ -120,9 +120,13 @@ class ActionChunkPolicy:
         device: str | torch.device = "cpu",
         query_period: int | None = None,
         temporal_ensemble: float | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> ActionChunkPolicy:
-        """Load a model folder written by training: the run config saved with it gives the
-        observation keys, the image size and the instruction key."""
+        """Load a model folder written by training, or a Hub repo id (the local Hugging Face cache
+        first): the run config saved with it gives the observation keys, the image size and the
+        instruction key."""
+        directory = resolve_folder(directory, revision, cache_dir)
         try:
             data = read_run_config(directory).data
         except CheckpointError as error:

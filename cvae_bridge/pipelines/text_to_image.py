@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,9 +46,14 @@ class TextToImagePipeline:
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, device: str | torch.device = "cpu"
+        cls, directory: str | Path, device: str | torch.device = "cpu", **hub_options: Any
     ) -> TextToImagePipeline:
-        return cls(ConditionalVAE.from_pretrained(directory, device))
+        """A model folder or a Hub repo id (`hub_options`: revision, cache_dir)."""
+        return cls(ConditionalVAE.from_pretrained(directory, device, **hub_options))
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload the pipeline's model folder to a Hub repo (ConditionalVAE.push_to_hub)."""
+        return self.model.push_to_hub(repo_id, **options)
 
     def to(self, device: str | torch.device) -> TextToImagePipeline:
         self.model.to(checked_device(device))
