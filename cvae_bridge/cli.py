@@ -222,7 +222,9 @@ def _add_evaluate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument("--model", required=True, help="a model folder written by training")
     evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument(
+        "--device", default="auto", help="auto (the GPU where there is one), cpu, cuda, ..."
+    )
     evaluate.set_defaults(run=_eval)
 
 

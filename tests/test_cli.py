@@ -206,11 +206,13 @@ def test_a_device_the_machine_lacks_is_named(monkeypatch):
 
     assert checked_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert checked_device("auto") == torch.device("cpu")
     with pytest.raises(ConfigError, match="device 'cuda'.*use 'cpu'"):
         checked_device("cuda")
     with pytest.raises(ConfigError, match="expected a device name.*got 'banana'"):
         checked_device("banana")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert checked_device("auto") == torch.device("cuda")
     with pytest.raises(ConfigError, match="has 1 CUDA device"):
         checked_device("cuda:1")

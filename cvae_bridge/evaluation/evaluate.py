@@ -47,7 +47,7 @@ from .pictures import write_pictures
 
 
 def evaluate(
-    model_dir: str | Path, out_dir: str | Path, overrides: list[str] = (), device: str = "cpu"
+    model_dir: str | Path, out_dir: str | Path, overrides: list[str] = (), device: str = "auto"
 ) -> dict[str, Any]:
     """Compute the metrics of `config.eval.metrics` for a trained model; write metrics.json,
     metrics.md, grid.png and the pictures into `out_dir`. Returns the metrics."""

@@ -43,7 +43,7 @@ class ReplayConfig:
     query_period: PositiveInt | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
     temporal_ensemble: NonNegativeFloat | None = None  # ACT's m, e.g. 0.01; None: no ensembling
     out: str | None = None  # the JSON report (default: replay.json beside the model folder)
-    device: str = "cpu"
+    device: str = "auto"  # the GPU where there is one
 
 
 def replay_episodes(config: ReplayConfig) -> dict[str, Any]:

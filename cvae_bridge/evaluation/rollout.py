@@ -60,7 +60,7 @@ class RolloutConfig:
     videos: NonNegativeInt = 2  # episodes per task saved as GIFs with video_dir
     batch_size: PositiveInt = 10  # episodes run side by side, one policy call per step
     out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
-    device: str = "cpu"
+    device: str = "auto"  # the GPU where there is one
     progress_bar: bool = True  # episodes done and successes so far, on stderr
 
 

@@ -123,7 +123,7 @@ class GenerateConfig:
     num: PositiveInt = 8  # images per prompt
     temperature: PositiveFloat = 1.0
     seed: Seed = 0
-    device: str = "cpu"
+    device: str = "auto"  # the GPU where there is one
 
 
 def generate_grid(config: GenerateConfig) -> Path:

@@ -39,12 +39,15 @@ def building_skeleton() -> bool:
 
 def checked_device(device: str | torch.device) -> torch.device:
     """`device` as a torch.device, or a ConfigError saying that it is not a device name or that
-    this machine does not have it (torch would fail later, in an assertion deep in its CUDA code)."""
+    this machine does not have it (torch would fail later, in an assertion deep in its CUDA code).
+    "auto" is the GPU where there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ConfigError(
-            f"device: expected a device name such as 'cpu', 'cuda' or 'cuda:1', got {str(device)[:80]!r}"
+            f"device: expected a device name such as 'auto', 'cpu', 'cuda' or 'cuda:1', got {str(device)[:80]!r}"
         ) from error
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
