@@ -24,6 +24,8 @@ from .envs.suites import SUITES
 from .errors import ConfigError, CvaeBridgeError
 from .version import __version__
 
+DEVICE_HELP = "auto (the GPU where there is one; the default), cpu, cuda or cuda:N"
+
 
 def _checked(annotated: Any) -> Callable[[str], int | float]:
     """An argparse `type` for a ranged number such as `PositiveInt`: the option's text parsed and
@@ -206,13 +208,15 @@ def _add_generate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     generate.add_argument(
         "--prompt", dest="prompts", action="append", help="a text prompt (repeatable: one grid row each)"
     )
-    generate.add_argument("--out", help="PNG file to write")
-    generate.add_argument("--num", type=_checked(PositiveInt), help="images per prompt (>= 1)")
+    generate.add_argument("--out", help="PNG file to write (default: grid.png)")
+    generate.add_argument("--num", type=_checked(PositiveInt), help="images per prompt (>= 1; default: 8)")
     generate.add_argument(
-        "--temperature", type=_checked(PositiveFloat), help="scales the prior's standard deviation (> 0)"
+        "--temperature",
+        type=_checked(PositiveFloat),
+        help="scales the prior's standard deviation (> 0; default: 1)",
     )
-    generate.add_argument("--seed", type=_checked(Seed))
-    generate.add_argument("--device")
+    generate.add_argument("--seed", type=_checked(Seed), help="the draws' seed (default: 0)")
+    generate.add_argument("--device", help=DEVICE_HELP)
     generate.set_defaults(run=_generate)
 
 
@@ -222,9 +226,7 @@ def _add_evaluate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument("--model", required=True, help="a model folder written by training")
     evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
-    evaluate.add_argument(
-        "--device", default="auto", help="auto (the GPU where there is one), cpu, cuda, ..."
-    )
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(run=_eval)
 
 
@@ -255,7 +257,7 @@ def _add_replay(commands: Any, overrides: argparse.ArgumentParser) -> None:
         help="ACT's temporal ensembling with weights exp(-M * i), e.g. 0.01",
     )
     replay.add_argument("--out", help="JSON file to write (default: replay.json beside the model folder)")
-    replay.add_argument("--device")
+    replay.add_argument("--device", help=DEVICE_HELP)
     replay.set_defaults(run=_replay)
 
 
@@ -265,7 +267,7 @@ def _add_demos(commands: Any, overrides: argparse.ArgumentParser) -> None:
         parents=[overrides],
         help="scripted-expert demonstrations of simulated tasks as a LeRobot dataset",
     )
-    demos.add_argument("--suite", required=True, choices=list(SUITES))
+    demos.add_argument("--suite", required=True, choices=list(SUITES), help="the simulated benchmark")
     demos.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
@@ -306,7 +308,7 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
         help="run a trained policy in the simulator; success per task in success.json / success.md",
     )
     rollout.add_argument("--model", required=True, help="a model folder written by training")
-    rollout.add_argument("--suite", required=True, choices=list(SUITES))
+    rollout.add_argument("--suite", required=True, choices=list(SUITES), help="the simulated benchmark")
     rollout.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )
@@ -344,7 +346,7 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
         help="episodes run side by side, one policy call per step (default: 10)",
     )
     rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")
-    rollout.add_argument("--device")
+    rollout.add_argument("--device", help=DEVICE_HELP)
     rollout.set_defaults(run=_rollout)
 
 
