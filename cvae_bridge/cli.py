@@ -58,7 +58,8 @@ def _train(args: argparse.Namespace) -> int:
     if result.status == "interrupted":
         name = signal.Signals(result.stop_signal).name
         print(
-            f"interrupted by {name} at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}"
+            f"interrupted by {name} at step {result.step}; checkpoint saved in {result.output_dir / 'checkpoints'}, "
+            f"its model in {result.model_dir}; --resume continues the run"
         )
         return 128 + result.stop_signal  # the shell's convention for death by that signal
     print(f"model saved to {result.model_dir}")

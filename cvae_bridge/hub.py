@@ -30,7 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
+from .config import ModelConfig, RunConfig, apply_overrides, brief_repr, from_dict, to_dict
 from .errors import CheckpointError, ConfigError, DependencyError
 from .utils.files import atomic_directory, restore_retired
 from .utils.runtime import checked_device
@@ -56,13 +56,16 @@ def saved_entries(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_pretrained(
-    model: torch.nn.Module, directory: str | Path, run_config: RunConfig | None = None
+    model: torch.nn.Module,
+    directory: str | Path,
+    run_config: RunConfig | None = None,
+    step: int | None = None,
 ) -> Path:
     """Write the model folder atomically: a crash mid-write leaves any previous folder intact.
     `run_config`: the training run, for tools that need more than the model (the policy reads
-    its observation keys, evaluation its dataset)."""
+    its observation keys, evaluation its dataset); `step`: where a run that stopped early was."""
     with atomic_directory(directory) as temporary:
-        write_model_files(model, temporary, run_config)
+        write_model_files(model, temporary, run_config, step)
     return Path(directory)
 
 
@@ -129,9 +132,12 @@ def push_to_hub(
     return str(getattr(info, "commit_url", info))
 
 
-def write_model_files(model: torch.nn.Module, folder: Path, run_config: RunConfig | None = None) -> None:
+def write_model_files(
+    model: torch.nn.Module, folder: Path, run_config: RunConfig | None = None, step: int | None = None
+) -> None:
     """The files of a model folder, written into an existing `folder` that something else makes
-    atomic (save_pretrained's temporary folder, a checkpoint's)."""
+    atomic (save_pretrained's temporary folder, a checkpoint's); `step`: the training step the
+    weights are from, when the run did not reach its end."""
     config = {
         "format_version": FORMAT_VERSION,
         "cvae_bridge_version": __version__,
@@ -140,11 +146,32 @@ def write_model_files(model: torch.nn.Module, folder: Path, run_config: RunConfi
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     save_file(saved_state(model), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
     if run_config is not None:
-        (folder / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run_config), indent=2))
-    (folder / CARD_NAME).write_text(model_card(model, run_config))
+        write_run_config(run_config, folder)
+    (folder / CARD_NAME).write_text(model_card(model, run_config, step))
 
 
-def model_card(model: torch.nn.Module, run_config: RunConfig | None = None) -> str:
+# The run config's fields that may name local files or folders. A saved folder stores those that
+# exist relative to itself (it is written beside where it ends up), so that it holds no absolute
+# path of the machine and still finds its data when the project moves; `paths` lists them. A value
+# that is no existing path (a Hub dataset name) is kept as written.
+PATH_FIELDS = ("data.path", "data.root", "train.output_dir", "train.init_from")
+_RELATIVE_PATHS = "paths_relative_to_this_folder"
+
+
+def write_run_config(run_config: RunConfig, folder: Path) -> None:
+    """`folder`/run_config.json, its existing paths relative to `folder`."""
+    data, relative = to_dict(run_config), []
+    for field in PATH_FIELDS:
+        section, key = field.split(".")
+        value = data[section].get(key)
+        if isinstance(value, str) and value and os.path.exists(value):
+            data[section][key] = os.path.relpath(os.path.abspath(value), os.path.abspath(folder))
+            relative.append(field)
+    data[_RELATIVE_PATHS] = relative
+    (folder / RUN_CONFIG_NAME).write_text(json.dumps(data, indent=2))
+
+
+def model_card(model: torch.nn.Module, run_config: RunConfig | None = None, step: int | None = None) -> str:
     """The folder's README.md in the Hugging Face Hub's model-card layout: metadata (library,
     pipeline tag) in front matter, then what the model is, what it was trained on and how to load
     it. Paths are given by their last part only: a card must not carry a machine's folders."""
@@ -189,11 +216,14 @@ def model_card(model: torch.nn.Module, run_config: RunConfig | None = None) -> s
         data, train = run_config.data, run_config.train
         source = next((str(getattr(data, key)) for key in ("path", "root") if getattr(data, key, None)), None)
         where = f", `{Path(source).name}`" if source else ""
+        done = (
+            f"{train.steps:,} steps" if step in (None, train.steps) else f"step {step:,} of {train.steps:,}"
+        )
         lines += [
             "",
             "## Training",
             "",
-            f"Data: `{data.type}`{where}. {train.steps:,} steps of batch {train.batch_size}, "
+            f"Data: `{data.type}`{where}. {done} of batch {train.batch_size}, "
             f"learning rate {train.lr:g}; the whole run config is {RUN_CONFIG_NAME}.",
         ]
     lines += [
@@ -229,6 +259,19 @@ def read_run_config(directory: str | Path, overrides: list[str] = ()) -> RunConf
             )
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: expected a JSON object (a run config), got {type(data).__name__}")
+    relative = data.pop(_RELATIVE_PATHS, [])
+    if not isinstance(relative, list):
+        raise CheckpointError(
+            f"{where}: {_RELATIVE_PATHS}: expected a list of field names, got {brief_repr(relative)}"
+        )
+    for field in relative:
+        section, key = field.split(".") if field in PATH_FIELDS else (None, None)
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if not isinstance(value, str) or os.path.isabs(value):
+            raise CheckpointError(
+                f"{where}: {_RELATIVE_PATHS} names {brief_repr(field)}, which holds no relative path"
+            )
+        data[section][key] = os.path.normpath(directory / value)
     return from_dict(RunConfig, apply_overrides(data, list(overrides)), path=where)
 
 

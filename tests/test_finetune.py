@@ -148,8 +148,15 @@ def test_an_adapter_only_folder_loads_as_the_merged_model(trained, tmp_path):
         base / "model.safetensors"
     ).stat().st_size
     expected = ConditionalVAE.from_pretrained(merged.model_dir).state_dict()
-    for key, value in load_adapter(alone.model_dir).state_dict().items():
-        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    # The base is named relative to the adapter folder: both moved together still load.
+    assert json.loads((alone.model_dir / "adapter_config.json").read_text())["base_model"] == "../../base"
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copytree(base, moved / "base")
+    shutil.copytree(alone.model_dir, moved / "alone" / "model")
+    for folder in (alone.model_dir, moved / "alone" / "model"):
+        for key, value in load_adapter(folder).state_dict().items():
+            torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
 
     save_file(
         {k: v + 1 for k, v in load_file(str(base / "model.safetensors")).items()},

@@ -2,6 +2,7 @@
 cache entry here: the tests never use the network), at a revision; push_to_hub uploads the folder
 with its card (HfApi replaced by a recorder)."""
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 import torch
 
 from cvae_bridge import ActionChunkPolicy, ConditionalVAE
+from cvae_bridge.config import load_run_config
 from cvae_bridge.errors import CheckpointError, ConfigError
+from cvae_bridge.hub import read_run_config, save_pretrained
 from cvae_bridge.pipelines import TextToImagePipeline
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -68,3 +71,25 @@ def test_push_to_hub_uploads_the_folder_with_its_card(monkeypatch):
     )
     assert calls["files"] == ["README.md", "config.json", "model.safetensors"]
     assert all(torch.equal(a, b) for a, b in zip(calls["weights"].values(), model.state_dict().values()))
+
+
+def test_saved_folders_hold_no_absolute_path_and_move_with_their_data(tmp_path):
+    """Paths in run_config.json are relative to the folder: nothing of this machine's layout is
+    written, and a project moved as a whole (run folder and data) still finds its data."""
+    source = ARTIFACTS / "text_to_image" / "model"
+    run = load_run_config()  # the default (MNIST) run, its data under a root of our own
+    (tmp_path / "project" / "data" / "mnist").mkdir(parents=True)
+    run = dataclasses.replace(
+        run,
+        data=dataclasses.replace(run.data, root=str(tmp_path / "project" / "data" / "mnist")),
+        train=dataclasses.replace(run.train, output_dir=str(tmp_path / "project" / "runs" / "a")),
+    )
+    folder = save_pretrained(
+        ConditionalVAE.from_pretrained(source), tmp_path / "project" / "runs" / "a" / "model", run
+    )
+    for path in folder.iterdir():
+        assert str(tmp_path) not in path.read_text(errors="replace"), path.name
+    shutil.move(tmp_path / "project", tmp_path / "elsewhere")
+    moved = read_run_config(tmp_path / "elsewhere" / "runs" / "a" / "model")
+    assert Path(moved.data.root) == tmp_path / "elsewhere" / "data" / "mnist"
+    assert Path(moved.train.output_dir) == tmp_path / "elsewhere" / "runs" / "a"

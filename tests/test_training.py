@@ -90,6 +90,11 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch
     interrupt_at(monkeypatch, 12)
     first = train(run_config(tmp_path / "b", **settings))
     assert first.status == "interrupted" and first.step == 13
+    # The stopped run exported the model of its last step, the card says which.
+    exported = ConditionalVAE.from_pretrained(first.model_dir).state_dict()
+    checkpoint = load_file(str(list_checkpoints(tmp_path / "b")[-1] / "model.safetensors"))
+    assert checkpoint and all(torch.equal(exported[k], v) for k, v in checkpoint.items())
+    assert "step 13 of 30" in (first.model_dir / "README.md").read_text()
     monkeypatch.undo()
     resumed = train(run_config(tmp_path / "b", **settings), resume=True)
     assert resumed.status == "completed" and resumed.step == 30

@@ -75,7 +75,8 @@ def install_model_hooks(
         if accelerator.is_main_process:
             for name, module in modules.items():
                 if name == MODEL_NAME and run_config is not None:
-                    write_model_files(accelerator.unwrap_model(module), Path(output_dir), run_config)
+                    step = int(Path(output_dir).name.rpartition("_")[2])  # save_checkpoint's .tmp-step_N
+                    write_model_files(accelerator.unwrap_model(module), Path(output_dir), run_config, step)
                 else:
                     save_file(saved_state(accelerator.unwrap_model(module)), os.path.join(output_dir, name))
         weights.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import LoRAConfig, RunConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, DependencyError
-from ..hub import RUN_CONFIG_NAME, WEIGHTS_NAME, read_json, read_weights, saved_state
+from ..hub import WEIGHTS_NAME, read_json, read_weights, saved_state, write_run_config
 from ..utils.files import atomic_directory
 
 
@@ -165,9 +166,12 @@ def save_adapter(
 ) -> Path:
     """An adapter-only folder: the LoRA weights, their settings and the base model they adapt
     (its folder and the SHA-256 of its weights, from the run's init report)."""
+    # The base model's folder relative to the adapter folder (written beside where it ends up),
+    # as a saved run config holds its paths: no absolute path of this machine.
+    base = os.path.relpath(os.path.abspath(report["init_from"]), os.path.abspath(directory))
     config = {
         "format": "cvae_bridge-lora",
-        "base_model": str(Path(report["init_from"]).resolve()),
+        "base_model": base,
         "base_weights_sha256": report["weights_sha256"],
         "lora": to_dict(run.train.lora),
     }
@@ -175,7 +179,7 @@ def save_adapter(
     with atomic_directory(directory) as temporary:
         (temporary / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
         save_file(state, str(temporary / ADAPTER_WEIGHTS))
-        (temporary / RUN_CONFIG_NAME).write_text(json.dumps(to_dict(run), indent=2))
+        write_run_config(run, temporary)
     return Path(directory)
 
 
@@ -196,7 +200,8 @@ def load_adapter(directory: str | Path, device: str | torch.device = "cpu") -> t
         raise CheckpointError(
             f"{path}: expected a JSON object with base_model (a folder), base_weights_sha256 and lora"
         )
-    base = Path(config["base_model"])
+    # Relative to the adapter folder; an absolute one (as earlier versions wrote) stays as it is.
+    base = Path(os.path.normpath(directory / config["base_model"]))
     digest = (
         hashlib.sha256((base / WEIGHTS_NAME).read_bytes()).hexdigest()
         if (base / WEIGHTS_NAME).is_file()

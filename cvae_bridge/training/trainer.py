@@ -2,6 +2,7 @@
 
     train(config)                 -> a run folder: config.yaml, parameters.json, checkpoints/, logs/,
                                      samples/, log.jsonl, and model/ (save_pretrained) at the end
+                                     (or of the last step, when a stop signal ends the run)
     train(config, resume=True)    -> continues from the newest checkpoint, exactly
 
 Each optimiser step takes `grad_accum` micro-batches. Data order, dropout and latent noise are
@@ -38,6 +39,7 @@ from ..data import build_source
 from ..data.base import collate, to_device
 from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, DependencyError, InputError, NonFiniteLossError
+from ..hub import save_pretrained
 from ..model import ConditionalVAE
 from ..samples import grid_samples
 from ..utils.files import atomic_write_text, folder_lock
@@ -61,7 +63,7 @@ from .sampler import EpochBatchSampler
 @dataclass
 class TrainResult:
     output_dir: Path
-    model_dir: Path | None  # None when the run was interrupted before the end
+    model_dir: Path
     step: int
     status: Literal["completed", "interrupted"]
     metrics: dict[str, float]  # the last logged training figures
@@ -302,13 +304,15 @@ class Trainer:
         return TrainResult(self.output_dir, model_dir, step, "completed", metrics)
 
     def _interrupted(self, step: int, bar: tqdm, metrics: dict[str, float]) -> TrainResult:
-        """Checkpoint `step` (the last completed one) and end the run stopped by a signal."""
+        """Checkpoint `step` (the last completed one), export its model (so that it can be tried
+        at once; the card says the step) and end the run stopped by a signal."""
         cfg = self.config.train
         save_checkpoint(self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints)
         bar.close()
+        model_dir = self._export(step)
         self.accelerator.print(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
         self.accelerator.end_training()
-        return TrainResult(self.output_dir, None, step, "interrupted", metrics, self._stop_signal)
+        return TrainResult(self.output_dir, model_dir, step, "interrupted", metrics, self._stop_signal)
 
     def _start(self, resume: bool) -> int:
         """Restore the newest checkpoint (resume) or start a fresh run folder; returns the step."""
@@ -482,9 +486,9 @@ class Trainer:
         if images is not None:
             save_image_grid(images, path, self.config.eval.grid_columns)
 
-    def _export(self) -> Path:
+    def _export(self, step: int | None = None) -> Path:
         """save_pretrained into output_dir/model (EMA weights if enabled, LoRA adapters merged)
-        with the run config."""
+        with the run config; `step` when the run stopped before its end."""
         model_dir = self.output_dir / "model"
         if self.accelerator.is_main_process:
             model = self.unwrapped
@@ -497,7 +501,7 @@ class Trainer:
             else:
                 if self.adapted:
                     merge_lora(model)
-                model.save_pretrained(model_dir, run_config=self.config)
+                save_pretrained(model, model_dir, self.config, step)
         self.accelerator.wait_for_everyone()
         return model_dir
 
