@@ -145,14 +145,14 @@ def _list(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     import yaml
 
-    from .config import load_run_config, to_dict
+    from .config import explain, load_run_config, to_dict
 
-    print(
-        yaml.safe_dump(
-            to_dict(load_run_config(args.config, args.set)), sort_keys=False, default_flow_style=None
-        ),
-        end="",
-    )
+    config = load_run_config(args.config, args.set)
+    if args.explain:
+        for key, value, about in explain(config):
+            print(f"{key}: {value}  # {about}" if value else f"{key}:  # {about}")
+        return 0
+    print(yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None), end="")
     return 0
 
 
@@ -217,6 +217,11 @@ def _add_generate(commands: Any, overrides: argparse.ArgumentParser) -> None:
         help="scales the prior's standard deviation (> 0; default: 1)",
     )
     generate.add_argument("--seed", type=_checked(Seed), help="the draws' seed (default: 0)")
+    generate.add_argument(
+        "--display-size",
+        type=_checked(PositiveInt),
+        help="enlarge images by a whole factor (nearest neighbour) to about this many pixels (default: 112; 1: as generated)",
+    )
     generate.add_argument("--device", help=DEVICE_HELP)
     generate.set_defaults(run=_generate)
 
@@ -335,11 +340,19 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
         choices=["train", "heldout"],
         help="instruction phrasings for a language-conditioned policy",
     )
-    rollout.add_argument("--video-dir", help="save GIFs of the first --videos episodes of each task here")
+    rollout.add_argument(
+        "--video-dir",
+        help="save videos of the first --videos episodes of each task here, captioned with the step, task and outcome",
+    )
     rollout.add_argument(
         "--videos",
         type=_checked(NonNegativeInt),
-        help="episodes per task saved as GIFs with --video-dir (default: 2)",
+        help="episodes per task saved as videos with --video-dir (default: 2)",
+    )
+    rollout.add_argument(
+        "--video-format",
+        choices=["mp4", "gif"],
+        help="mp4 (H.264, every frame; the default) or gif (about 20 frames a second)",
     )
     rollout.add_argument(
         "--batch-size",
@@ -360,7 +373,14 @@ def _add_config(commands: Any, overrides: argparse.ArgumentParser) -> None:
     config = commands.add_parser(
         "config", parents=[overrides], help="print a run config with defaults filled in"
     )
-    config.add_argument("config", nargs="?")
+    config.add_argument(
+        "config", nargs="?", help="a YAML run config (default: the built-in MNIST text-to-image run)"
+    )
+    config.add_argument(
+        "--explain",
+        action="store_true",
+        help="one line per field: its value, what it takes and what it means",
+    )
     config.set_defaults(run=_config)
 
 

@@ -119,7 +119,7 @@ EfficientNetBlock = Annotated[int, Range(0, 15)]  # EfficientNet-Lite0 has 16 bl
 
 @dataclass
 class ComponentConfig:
-    type: str = ""
+    type: str = ""  # the registered component (`cvae-bridge list` names them)
     kind: ClassVar[str] = ""
 
 
@@ -166,7 +166,7 @@ def component(base: type[C], type: str, **fields: Any) -> C:
 
 @dataclass
 class KLConfig:
-    beta: NonNegativeFloat = 1.0
+    beta: NonNegativeFloat = 1.0  # weight of the KL term (beta-VAE)
     # beta rises linearly from 0 to `beta` over this many optimiser steps (Bowman et al. 2016).
     warmup_steps: NonNegativeInt = 0
     # Free bits (Kingma et al. 2016): nats per latent dimension, batch-averaged, not penalised.
@@ -180,8 +180,8 @@ class SharpenConfig:
     perceptual_blocks: list[EfficientNetBlock] = field(
         default_factory=lambda: [0, 2, 4]
     )  # EfficientNet-Lite0 blocks compared
-    adversarial_weight: NonNegativeFloat = 0.0
-    discriminator_widths: list[PositiveInt] = field(default_factory=lambda: [64, 128])
+    adversarial_weight: NonNegativeFloat = 0.0  # of a patch discriminator's hinge loss
+    discriminator_widths: list[PositiveInt] = field(default_factory=lambda: [64, 128])  # its conv stages
     start_step: NonNegativeInt = 0  # optimiser step from which both terms count
 
     @property
@@ -191,10 +191,10 @@ class SharpenConfig:
 
 @dataclass
 class TargetConfig:
-    encoder: EncoderConfig
-    decoder: DecoderConfig
-    likelihood: LikelihoodConfig
-    weight: NonNegativeFloat = 1.0
+    encoder: EncoderConfig  # reads the target into the posterior (training only)
+    decoder: DecoderConfig  # generates it from z and the condition tokens
+    likelihood: LikelihoodConfig  # the distribution its decoder's output parameterises
+    weight: NonNegativeFloat = 1.0  # of this target's reconstruction term in the loss
     # How this target enters the optimised loss: "sum" over its elements (a log-likelihood in
     # nats), or "mean" over them (ACT's L1 convention, which its KL weight of 10 assumes).
     # Reported reconstruction terms are always sums, in nats.
@@ -203,14 +203,16 @@ class TargetConfig:
 
 @dataclass
 class ModelConfig:
-    targets: dict[str, TargetConfig]
-    conditions: dict[str, EncoderConfig] = field(default_factory=dict)
-    latent_dim: PositiveInt = 32
+    targets: dict[str, TargetConfig]  # modality name -> what the model generates
+    conditions: dict[str, EncoderConfig] = field(default_factory=dict)  # modality name -> what it reads
+    latent_dim: PositiveInt = 32  # dimensions of z
     # Width D of every token: all encoders map their input to (B, N, D).
     d_model: PositiveInt = 256
+    # q(z | x, c): the network from target (and condition) tokens to the latent Gaussian.
     posterior: PosteriorConfig = field(default_factory=lambda: component(PosteriorConfig, "mlp"))
+    # N(0, I) ("standard") or learnt p(z | c) ("conditional").
     prior: PriorConfig = field(default_factory=lambda: component(PriorConfig, "standard"))
-    kl: KLConfig = field(default_factory=KLConfig)
+    kl: KLConfig = field(default_factory=KLConfig)  # the KL term's weight and schedule
     # Modalities standardised per feature with dataset statistics kept in the model (ACT-style).
     normalize: list[str] = field(default_factory=list)
     # Deterministic autoencoder: z = posterior mean and no KL term.
@@ -223,23 +225,23 @@ class LoRAConfig:
     everything else is frozen. The exported model has them merged into its weights, or, with
     `merge: false`, is an adapter-only folder that names its base model (train.init_from)."""
 
-    rank: PositiveInt = 8
-    alpha: PositiveFloat = 16.0
-    dropout: FractionBelowOne = 0.0
+    rank: PositiveInt = 8  # r of the low-rank update
+    alpha: PositiveFloat = 16.0  # the update is scaled by alpha / rank
+    dropout: FractionBelowOne = 0.0  # on the adapters' input
     targets: list[str] = field(default_factory=lambda: ["*"])  # module-name globs
-    merge: bool = True
+    merge: bool = True  # export a plain model with the adapters merged; false: an adapter folder
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/mnist_text_to_image"
-    seed: Seed = 0
+    output_dir: str = "runs/mnist_text_to_image"  # the run folder (checkpoints, logs, model/)
+    seed: Seed = 0  # of initialisation, data order, dropout and latent noise
     steps: PositiveInt = 3000  # optimiser steps
     batch_size: PositiveInt = 128  # per process and micro-batch
     grad_accum: PositiveInt = 1  # micro-batches per optimiser step
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    adam_betas: list[FractionBelowOne] = field(default_factory=lambda: [0.9, 0.999])
+    lr: PositiveFloat = 1e-3  # peak learning rate (AdamW)
+    weight_decay: NonNegativeFloat = 0.0  # AdamW's decoupled weight decay
+    adam_betas: list[FractionBelowOne] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's two betas
     warmup_steps: NonNegativeInt = 100  # linear learning-rate warm-up
     schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up
     min_lr_ratio: Fraction = 0.0  # the cosine ends at lr * min_lr_ratio
@@ -247,28 +249,26 @@ class TrainConfig:
     # auto: what `accelerate launch --mixed_precision` (or `accelerate config`) says, else "no".
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     ema_decay: FractionBelowOne = 0.0  # > 0 keeps an exponential moving average of the weights and exports it
-    num_workers: NonNegativeInt = 0
-    log_every: PositiveInt = 50
+    num_workers: NonNegativeInt = 0  # DataLoader worker processes; 0 loads in the training process
+    log_every: PositiveInt = 50  # steps between logged (averaged) losses
     checkpoint_every: NonNegativeInt = 1000  # 0: only the final checkpoint
-    keep_checkpoints: PositiveInt = 3
+    keep_checkpoints: PositiveInt = 3  # the newest this many are kept
     eval_every: NonNegativeInt = 1000  # validation loss and sample grid; 0 turns it off
-    eval_batches: PositiveInt = 10
+    eval_batches: PositiveInt = 10  # validation batches per evaluation
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
     # Accelerate's trackers (tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, ...);
     # checked against those installed when training starts.
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False  # force the CPU even where a GPU is available
-    progress_bar: bool = True
+    progress_bar: bool = True  # a tqdm bar on stderr
     # Target name -> perceptual and adversarial terms for an image target
     # (training/losses.py); none by default.
     sharpen: dict[str, SharpenConfig] = field(default_factory=dict)
-    # Fine-tuning (training/finetune.py): start from a model folder's weights, strictly unless
-    # init_strict is false; keep modules matching `freeze` globs as loaded; scale the learning rate
-    # of parameters matching `lr_multipliers` globs.
-    init_from: str | None = None
-    init_strict: bool = True
-    freeze: list[str] = field(default_factory=list)
-    lr_multipliers: dict[str, NonNegativeFloat] = field(default_factory=dict)
+    # Fine-tuning (training/finetune.py).
+    init_from: str | None = None  # a model folder whose weights the run starts from
+    init_strict: bool = True  # every tensor must match; false: new or resized ones start fresh
+    freeze: list[str] = field(default_factory=list)  # module-name globs kept as loaded
+    lr_multipliers: dict[str, NonNegativeFloat] = field(default_factory=dict)  # glob -> learning-rate factor
     lora: LoRAConfig | None = None  # adapters instead of full fine-tuning
 
     def __post_init__(self) -> None:
@@ -279,7 +279,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    split: Literal["train", "val", "test"] = "test"
+    split: Literal["train", "val", "test"] = "test"  # the data split evaluated
     # Which metrics `cvae-bridge eval` computes (those that do not apply to a model are skipped
     # with a note in the table): faithfulness, nll, fid, diversity, diagnostics (of the latent
     # space: KL per dimension, active units, mutual information; diagnostics.py).
@@ -297,16 +297,17 @@ class EvalConfig:
     # Prompts of the sample grids written during training and by `eval` (one row each); empty:
     # the conditions of the first examples of the evaluation split.
     prompts: list[str] = field(default_factory=list)
-    grid_columns: PositiveInt = 8
-    classifier_epochs: PositiveInt = 3
+    grid_columns: PositiveInt = 8  # images per prompt in a sample grid
+    classifier_epochs: PositiveInt = 3  # of the classifier trained for faithfulness
+    progress_bar: bool = True  # `eval`'s progress, metric by metric, on stderr
 
 
 @dataclass
 class RunConfig:
-    model: ModelConfig
-    data: DatasetConfig
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig  # the architecture (saved in config.json)
+    data: DatasetConfig  # the training data
+    train: TrainConfig = field(default_factory=TrainConfig)  # the optimisation and the run folder
+    eval: EvalConfig = field(default_factory=EvalConfig)  # `cvae-bridge eval` and training's sample grids
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
@@ -439,6 +440,57 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, dict):
         return {k: to_dict(v) for k, v in config.items()}
     return config
+
+
+def explain(config: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, value as YAML writes it, what the field takes and means) for every field of a
+    config, nested ones included: what `cvae-bridge config --explain` prints. The meaning comes
+    from the comment beside the field in its class (utils/field_docs.py)."""
+    from .utils.field_docs import field_descriptions
+
+    rows = []
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    descriptions = field_descriptions(type(config))
+    for f in dataclasses.fields(config):
+        if not f.init:
+            continue
+        key, value = f"{prefix}{f.name}", getattr(config, f.name)
+        about = "; ".join(part for part in (describe_type(hints[f.name]), descriptions.get(f.name)) if part)
+        if dataclasses.is_dataclass(value):
+            rows.append((key, "", about))
+            rows += explain(value, f"{key}.")
+        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            rows.append((key, "", about))
+            for name, entry in value.items():
+                rows += explain(entry, f"{key}.{name}.")
+        else:
+            shown = yaml.safe_dump(to_dict(value), default_flow_style=True, width=10**6).strip()
+            rows.append((key, shown.removesuffix("\n...").removesuffix(" ..."), about))
+    return rows
+
+
+def describe_type(tp: Any) -> str:
+    """A field's type as a user would say it: "an integer >= 1", "one of cosine, constant"."""
+    numeric = range_of(tp)
+    if numeric is not None:
+        return numeric[1].describe(numeric[0])
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return describe_type(args[0])
+    if origin in (Union, types.UnionType):
+        inner = [describe_type(a) for a in args if a is not type(None)]
+        return " or ".join(inner) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list, each {describe_type(args[0])}" if args else "a list"
+    if origin is dict:
+        return f"a mapping from names, each value {describe_type(args[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true or false", str: "a string", int: "an integer", float: "a finite number"}.get(
+        tp, _type_name(tp)
+    )
 
 
 def drop_removed_modalities(data: dict) -> dict:

@@ -63,7 +63,7 @@ POSTERIORS.define_contract(GaussianNetwork, PosteriorConfig, ("forward",))
 
 @dataclass
 class MLPPosteriorConfig(PosteriorConfig):
-    hidden: list[PositiveInt] = field(default_factory=list)
+    hidden: list[PositiveInt] = field(default_factory=list)  # hidden layer widths of the MLP
 
 
 @register_posterior("mlp")
@@ -88,11 +88,11 @@ class MLPPosterior(GaussianNetwork):
 
 @dataclass
 class TransformerPosteriorConfig(PosteriorConfig):
-    layers: PositiveInt = 4
-    heads: PositiveInt = 8
-    ff_dim: PositiveInt = 3200
-    dropout: FractionBelowOne = 0.1
-    norm_first: bool = False
+    layers: PositiveInt = 4  # transformer encoder layers
+    heads: PositiveInt = 8  # attention heads
+    ff_dim: PositiveInt = 3200  # feed-forward width
+    dropout: FractionBelowOne = 0.1  # dropout in the transformer layers
+    norm_first: bool = False  # pre-norm (LayerNorm before attention) instead of post-norm
 
 
 @register_posterior("transformer")

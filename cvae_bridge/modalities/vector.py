@@ -38,8 +38,8 @@ def _layers(dims: list[int], activation: Activation) -> nn.Sequential:
 class VectorEncoderConfig(EncoderConfig):
     # Shape of one example, flattened by the encoder (e.g. [14] for joint positions).
     shape: list[PositiveInt] = field(default_factory=lambda: [1])
-    hidden: list[PositiveInt] = field(default_factory=list)
-    activation: Activation = "none"
+    hidden: list[PositiveInt] = field(default_factory=list)  # hidden layer widths before the projection
+    activation: Activation = "none"  # between hidden layers
     # > 0: inputs are integer class labels (B,), one-hot encoded; `shape` is ignored and must be [1].
     num_classes: NonNegativeInt = 0
 
@@ -86,9 +86,9 @@ class VectorEncoder(Encoder):
 
 @dataclass
 class VectorDecoderConfig(DecoderConfig):
-    shape: list[PositiveInt] = field(default_factory=lambda: [1])
-    hidden: list[PositiveInt] = field(default_factory=lambda: [256])
-    activation: Activation = "relu"
+    shape: list[PositiveInt] = field(default_factory=lambda: [1])  # output shape
+    hidden: list[PositiveInt] = field(default_factory=lambda: [256])  # hidden layer widths
+    activation: Activation = "relu"  # between hidden layers
 
 
 @register_decoder("vector")

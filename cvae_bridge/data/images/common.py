@@ -78,7 +78,7 @@ def _pixels(image: Any, channels: int, size: Sequence[int], where: str) -> np.nd
 class ImageSourceConfig(DatasetConfig):
     """Fields every source here has."""
 
-    seed: Seed = 0
+    seed: Seed = 0  # of the split and the dynamic binarisation
     # Use only the first N samples of each split (fast runs); null for all.
     limit: PositiveInt | None = None
     # "dynamic": each pixel is 1 with probability equal to its intensity, redrawn every epoch
@@ -94,8 +94,8 @@ class ImageSourceConfig(DatasetConfig):
 class ResizedImagesConfig(ImageSourceConfig):
     """Sources of arbitrary images: converted to L (1 channel) or RGB (3) and resized to [H, W]."""
 
-    size: list[PositiveInt] = field(default_factory=lambda: [64, 64])
-    channels: Literal[1, 3] = 3
+    size: list[PositiveInt] = field(default_factory=lambda: [64, 64])  # [H, W] every image is resized to
+    channels: Literal[1, 3] = 3  # 1: grey (L), 3: RGB
 
     def __post_init__(self):
         super().__post_init__()

@@ -83,7 +83,7 @@ class ImageFolderConfig(ResizedImagesConfig):
     type: str = "imagefolder"
     # The folder: root/train/ and root/test/ (each with metadata.jsonl), or root/ alone (train only).
     root: str = field(kw_only=True)
-    caption_column: str = "text"
+    caption_column: str = "text"  # metadata.jsonl key of the caption
     # A column naming each image's class (a string); null: unlabelled (label -1).
     label_column: str | None = None
     # Open every image (PIL verify) when the source is built, to fail before training.

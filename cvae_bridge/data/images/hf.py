@@ -132,9 +132,9 @@ class HFDatasetConfig(ResizedImagesConfig):
     type: str = "hf_dataset"
     # A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk` (never the hub).
     path: str = field(kw_only=True)
-    image_column: str = "image"
-    caption_column: str = "text"
-    label_column: str | None = None
+    image_column: str = "image"  # column holding the images
+    caption_column: str = "text"  # column holding the captions
+    label_column: str | None = None  # column of class labels, if any
 
 
 def _upright(image: Any) -> Any:
