@@ -94,12 +94,20 @@ def test_generate_writes_a_grid(trained, tmp_path):
         == 0
     )
     image = Image.open(out)
-    assert image.size == (4 * 12, 2 * 12)  # 8x8 images with 2-pixel borders
+    # 8x8 images enlarged 14 times (--display-size 112, the default) with 2-pixel borders, and a
+    # strip with the prompt above each row
+    assert image.size[0] == 4 * (8 * 14 + 4) and image.size[1] > 2 * (8 * 14 + 4)
+    args = ["generate", "--model", str(trained / "model"), "--prompt", "a 3", "--num", "4", "--out", str(out)]
+    assert main([*args, "--display-size", "16", "--set", "labels=false"]) == 0
+    assert Image.open(out).size == (4 * (8 * 2 + 4), 8 * 2 + 4)
 
 
-def test_eval_writes_metrics(trained, tmp_path, monkeypatch):
+def test_eval_writes_metrics(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CVAE_BRIDGE_CACHE", str(tmp_path / "cache"))
     assert main(["eval", "--model", str(trained / "model"), "--out", str(tmp_path / "eval")]) == 0
+    # the progress on stderr: four metrics and the pictures; below, the 16 examples of the NLL bound
+    progress = capsys.readouterr().err
+    assert "eval: 100%" in progress and "| 5/5 [" in progress and "nll:" in progress and "/16 [" in progress
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in (
         "faithfulness",

@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from cvae_bridge.cli import main
-from cvae_bridge.errors import ConfigError
+from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.pipelines import TextToImagePipeline
+from cvae_bridge.pipelines.text_to_image import GenerateConfig, generate_grid
+from cvae_bridge.utils.pixels import image_grid
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -72,3 +74,41 @@ def test_an_unconditional_model_is_sampled_without_prompts(tmp_path, capsys):
         Image.open(grid).size[0] > Image.open(grid).size[1]
         and "no prompt x 4 images" in capsys.readouterr().out
     )
+
+
+def test_generate_labels_each_row_with_its_prompt_and_enlarges_small_images(tmp_path):
+    """The grid of `generate`: 8x8 images enlarged 14 times (to 112 px), each row's prompt written
+    in a white strip above it; without labels and at display size 1, the plain grid."""
+    prompts = ["a handwritten one", "a handwritten two, in a prompt long enough to wrap onto a second line"]
+
+    def grid(name: str, **options) -> np.ndarray:
+        config = GenerateConfig(
+            str(ARTIFACTS / "text_to_image" / "model"), prompts, str(tmp_path / name), num=2, **options
+        )
+        return np.asarray(Image.open(generate_grid(config)))
+
+    labelled, plain, raw = (
+        grid("a.png"),
+        grid("b.png", labels=False),
+        grid("c.png", labels=False, display_size=1),
+    )
+    cell = 8 * 14 + 4  # an image enlarged 14 times, with its 2-pixel border
+    assert raw.shape == (2 * 12, 2 * 12) and plain.shape == (2 * cell, 2 * cell)
+    assert labelled.shape[1] == plain.shape[1] and labelled.shape[0] > plain.shape[0]
+    # Nearest neighbour: every pixel became a 14x14 block of its value.
+    np.testing.assert_array_equal(plain[2 : 2 + cell - 4 : 14, 2 : 2 + cell - 4 : 14], raw[2:10, 2:10])
+    block = plain[2 + 14 : 2 + 28, 2 + 14 : 2 + 28]
+    assert (block == block[0, 0]).all()
+    # Each row of images lies below its strip, unchanged; the strips hold dark text on white, the
+    # second one (a wrapped prompt) taller than the first.
+    first = next(o for o in range(labelled.shape[0]) if np.array_equal(labelled[o : o + cell], plain[:cell]))
+    second = labelled.shape[0] - plain.shape[0] - first
+    np.testing.assert_array_equal(labelled[-cell:], plain[cell:])
+    strips = [labelled[:first], labelled[first + cell : first + cell + second]]
+    assert 0 < first < second
+    assert all((strip < 100).any() and (strip == 255).mean() > 0.5 for strip in strips)
+
+
+def test_grid_labels_must_match_the_rows():
+    with pytest.raises(InputError, match=r"row_labels: expected one per row \(2\), got 1"):
+        image_grid(torch.zeros(4, 1, 8, 8), columns=2, row_labels=["one"])

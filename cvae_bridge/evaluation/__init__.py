@@ -5,6 +5,7 @@
     fid.py           Frechet distance on EfficientNet-Lite0 features; diversity.py: pairwise diversity
     pictures.py      reconstructions, interpolations, latent plane, loss curves
     rollout.py       policies in the simulators (success rates, sub-stages, videos)
+    video.py         rollout videos: MP4 or GIF, each frame captioned with the step, task and outcome
     replay.py        policies on recorded episodes (L1 against the recorded actions)
 
 The top layer: it may import everything else (pipelines, training, data, envs, the model, the

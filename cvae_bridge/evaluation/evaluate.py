@@ -14,7 +14,9 @@
 Metrics that do not apply to a model (no image target, no labelled dataset) are skipped with
 the reason recorded under `skipped`. Besides the metrics, `evaluate` writes the pictures of
 pictures.py that apply to the model (reconstructions, interpolations, for a 2-D latent the
-posterior means and the decoded latent plane, loss curves from the run's `log.jsonl`).
+posterior means and the decoded latent plane, loss curves from the run's `log.jsonl`). With
+`eval.progress_bar`, a bar on stderr counts the metrics done, and one below it the examples or
+images of the metric at hand.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from ..config import RunConfig
+from ..config import EvalConfig, RunConfig
 from ..data import DataSource, build_source
 from ..data.base import to_device
 from ..diagnostics import latent_diagnostics
@@ -62,16 +65,23 @@ def evaluate(
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
 
+    # the metrics, then the sample grid and pictures
+    bar = tqdm(
+        total=len(config.eval.metrics) + 1, desc="eval", unit="step", disable=not config.eval.progress_bar
+    )
     for name in config.eval.metrics:
+        bar.set_postfix_str(name)
         reason = _not_applicable(name, model, source)
         if reason:
             skipped[name] = reason
-            continue
-        start = time.perf_counter()
-        torch.manual_seed(config.train.seed)
-        metrics.update(METRICS[name](model, config, source, split))
-        seconds[name] = round(time.perf_counter() - start, 1)
+        else:
+            start = time.perf_counter()
+            torch.manual_seed(config.train.seed)
+            metrics.update(METRICS[name](model, config, source, split))
+            seconds[name] = round(time.perf_counter() - start, 1)
+        bar.update()
 
+    bar.set_postfix_str("pictures")
     grid = grid_samples(model, config.eval, split)
     if grid is not None:
         save_image_grid(grid, out_dir / "grid.png", config.eval.grid_columns)
@@ -80,6 +90,8 @@ def evaluate(
     metrics["pictures"], notes = write_pictures(model, split, out_dir, Path(model_dir).parent / "log.jsonl")
     skipped.update({f"picture {name}": why for name, why in notes.items()})
     seconds["pictures"] = round(time.perf_counter() - start, 1)
+    bar.update()
+    bar.close()
     metrics.update(skipped=skipped, seconds=seconds)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(out_dir / "metrics.md", markdown_table(metrics))
@@ -125,19 +137,31 @@ def _stack_images(dataset: Dataset, count: int, key: str) -> tuple[torch.Tensor,
     return images, labels
 
 
+def _bar(config: EvalConfig, total: int, desc: str, unit: str) -> tqdm:
+    """The progress of one metric, below `eval`'s bar, gone when the metric is done."""
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not config.progress_bar)
+
+
 @torch.no_grad()
 def _generate(
-    model: ConditionalVAE, captions: list[str], per_caption: int, temperature: float, batch: int = 100
+    model: ConditionalVAE,
+    captions: list[str],
+    per_caption: int,
+    config: EvalConfig,
+    desc: str,
+    batch: int = 100,
 ) -> torch.Tensor:
-    """Images for each caption, grouped by caption, in [0, 1]."""
+    """Images for each caption, grouped by caption, in [0, 1], at `config.temperature`."""
     key, target = text_conditions(model)[0], image_targets(model)[0]
     step = max(1, batch // per_caption)
-    chunks = [
-        model.sample({key: captions[i : i + step]}, num_samples=per_caption, temperature=temperature)[target]
-        .clamp(0, 1)
-        .cpu()
-        for i in range(0, len(captions), step)
-    ]
+    chunks = []
+    with _bar(config, len(captions) * per_caption, desc, "image") as bar:
+        for i in range(0, len(captions), step):
+            images = model.sample(
+                {key: captions[i : i + step]}, num_samples=per_caption, temperature=config.temperature
+            )[target]
+            chunks.append(images.clamp(0, 1).cpu())
+            bar.update(len(images))
     return torch.cat(chunks)
 
 
@@ -163,7 +187,11 @@ def faithfulness(
     for which, key in (("heldout", "faithfulness"), ("train", "faithfulness_train_phrasings")):
         prompts = source.prompts(which)
         images = _generate(
-            model, [c for c, _ in prompts], config.eval.samples_per_prompt, config.eval.temperature
+            model,
+            [c for c, _ in prompts],
+            config.eval.samples_per_prompt,
+            config.eval,
+            f"faithfulness ({which})",
         )
         labels = torch.tensor([label for _, label in prompts]).repeat_interleave(
             config.eval.samples_per_prompt
@@ -185,7 +213,7 @@ def diversity(
 ) -> dict[str, float]:
     prompts = [c for c, _ in source.prompts("heldout")]
     per = max(2, config.eval.samples_per_prompt)
-    images = _generate(model, prompts, per, config.eval.temperature)
+    images = _generate(model, prompts, per, config.eval, "diversity")
     return {"diversity": sum(pairwise_diversity(group) for group in images.split(per)) / len(prompts)}
 
 
@@ -196,14 +224,16 @@ def nll(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
     # Examples at a time: each is expanded to K samples, chunked to bound memory.
     loader = DataLoader(subset, batch_size=max(1, 2000 // min(config.eval.nll_samples, 2000)))
     total, count = 0.0, 0
-    for batch in loader:
-        log_p = model.log_likelihood(
-            to_device(batch, model.device),
-            num_samples=config.eval.nll_samples,
-            chunk_size=min(config.eval.nll_samples, 1000),
-        )
-        total -= log_p.sum().item()
-        count += len(log_p)
+    with _bar(config.eval, len(subset), "nll", "example") as bar:
+        for batch in loader:
+            log_p = model.log_likelihood(
+                to_device(batch, model.device),
+                num_samples=config.eval.nll_samples,
+                chunk_size=min(config.eval.nll_samples, 1000),
+            )
+            total -= log_p.sum().item()
+            count += len(log_p)
+            bar.update(len(log_p))
     nats = total / count
     dims = sum(math.prod(model.decoders[n].event_shape) for n in model.decoders)
     return {
@@ -226,22 +256,26 @@ def fid(model: ConditionalVAE, config: RunConfig, source: DataSource, split: Dat
         key = text_conditions(model)[0] if text_conditions(model) else None
         if key is None:
             raise ConfigError("fid: only text-conditioned or unconditional image models are supported")
-        generated = _generate(model, [c[key] for c in conditions], 1, config.eval.temperature)
+        generated = _generate(model, [c[key] for c in conditions], 1, config.eval, "fid samples")
     else:
-        generated = torch.cat(
-            [
-                model.sample(num_samples=min(100, count - i), temperature=config.eval.temperature)[target]
-                .clamp(0, 1)
-                .cpu()
-                for i in range(0, count, 100)
-            ]
-        )
+        chunks = []
+        with _bar(config.eval, count, "fid samples", "image") as bar:
+            for i in range(0, count, 100):
+                images = model.sample(num_samples=min(100, count - i), temperature=config.eval.temperature)
+                chunks.append(images[target].clamp(0, 1).cpu())
+                bar.update(len(chunks[-1]))
+        generated = torch.cat(chunks)
     reference, _ = _stack_images(_unbinarized(source, config, "train"), count, target)
     extractor = FeatureExtractor(config.eval.fid_resolution, model.device)
-    real_features = extractor.features(real)
+    features = []
+    with _bar(config.eval, len(real) + len(generated) + len(reference), "fid features", "image") as bar:
+        for images in (real, generated, reference):
+            features.append(extractor.features(images))
+            bar.update(len(images))
+    real_features, generated_features, reference_features = features
     return {
-        "fid": frechet_distance(extractor.features(generated), real_features),
-        "fid_floor": frechet_distance(extractor.features(reference), real_features),
+        "fid": frechet_distance(generated_features, real_features),
+        "fid_floor": frechet_distance(reference_features, real_features),
         "fid_samples": count,
         "fid_resolution": config.eval.fid_resolution,
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..config import DatasetConfig, NonNegativeFloat, NonNegativeInt, PositiveInt, from_dict
 from ..data import build_source
@@ -44,6 +45,7 @@ class ReplayConfig:
     temporal_ensemble: NonNegativeFloat | None = None  # ACT's m, e.g. 0.01; None: no ensembling
     out: str | None = None  # the JSON report (default: replay.json beside the model folder)
     device: str = "auto"  # the GPU where there is one
+    progress_bar: bool = True  # frames replayed and the episode at hand, on stderr
 
 
 def replay_episodes(config: ReplayConfig) -> dict[str, Any]:
@@ -71,17 +73,26 @@ def replay_episodes(config: ReplayConfig) -> dict[str, Any]:
         raise InputError(f"episodes: {unknown} are not in {data.path}; episodes: {sorted(available)}")
 
     rows = []
+    bar = tqdm(
+        total=sum(len(available[i]) for i in chosen),
+        desc="replay",
+        unit="frame",
+        disable=not config.progress_bar,
+    )
     for index in chosen:
         episode = available[index]
         policy.reset()
         errors = []
+        bar.set_postfix(episode=index)
         for t in range(len(episode)):
             observation = {key: episode.data[key][t] for key in policy.observation_keys}
             action = policy.select_action(
                 observation, episode.instruction_at(t) if policy.instruction_key else None
             )
             errors.append(float(np.abs(action - episode.data[action_key][t]).mean()))
+            bar.update()
         rows.append({"episode": index, "frames": len(errors), "l1": float(np.mean(errors))})
+    bar.close()
     frames = sum(r["frames"] for r in rows)
     report = {
         "model": str(model_dir),

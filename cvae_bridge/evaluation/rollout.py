@@ -17,7 +17,9 @@ task drawn with the episode's seed from the "train" phrasings (those of the demo
 
 Writes `success.json` (per task: success rate, per-episode seed / success / steps / instruction,
 seconds per episode and the policy's share of them; the mean over tasks) and `success.md` (a
-table), and with `video_dir` a GIF of the first `videos` episodes of each task. Rendering
+table), and with `video_dir` a video of the first `videos` episodes of each task, MP4 (or GIF with
+`video_format="gif"`), each frame captioned with the task, the step, running / success / failure
+and the instruction (video.py). Rendering
 runs at every step of a recorded episode: in software (no GPU) that is 0.1 s (ALOHA) to 0.25 s
 (Meta-World) per frame, so keep the recorded episodes few.
 """
@@ -40,8 +42,7 @@ from ..errors import ConfigError
 from ..hub import read_run_config
 from ..pipelines.policy import ActionChunkPolicy
 from ..utils.files import atomic_write_text
-
-GIF_FPS = 20  # GIFs keep every n-th frame so as to play at about this rate, in real time
+from .video import caption_episode, check_video_format, write_video
 
 
 @dataclass
@@ -56,8 +57,9 @@ class RolloutConfig:
     temporal_ensemble: NonNegativeFloat | None = None  # ACT's m, e.g. 0.01; None: no ensembling
     query_period: PositiveInt | None = None  # re-plan every n steps (default: the chunk, 1 with ensembling)
     phrasings: Literal["train", "heldout"] = "train"  # instructions of a language-conditioned policy
-    video_dir: str | None = None  # GIFs <task>_<episode>_seed<seed>_<success|failure>.gif here
-    videos: NonNegativeInt = 2  # episodes per task saved as GIFs with video_dir
+    video_dir: str | None = None  # videos <task>_<episode>_seed<seed>_<success|failure>.<format> here
+    videos: NonNegativeInt = 2  # episodes per task saved as videos with video_dir
+    video_format: Literal["mp4", "gif"] = "mp4"  # MP4: H.264, every frame; GIF: about 20 frames/s
     batch_size: PositiveInt = 10  # episodes run side by side, one policy call per step
     out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
     device: str = "auto"  # the GPU where there is one
@@ -76,6 +78,7 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
     phrasings, batch_size, video_dir = config.phrasings, config.batch_size, config.video_dir
     if phrasings not in ("train", "heldout"):
         raise ConfigError(f"phrasings: expected 'train' or 'heldout', got {phrasings!r}")
+    check_video_format(config.video_format, encode=bool(video_dir and config.videos))
     for name, value in (("episodes", episodes), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: expected a positive int, got {value!r}")
@@ -102,9 +105,9 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
         task_start, results, policy_s = time.perf_counter(), [], 0.0
         for first in range(0, episodes, batch_size):
             seeds = list(range(seed + first, seed + min(first + batch_size, episodes)))
-            # GIF paths (without the outcome) of the first videos_per_task episodes
+            # video paths (without the outcome) of the first `videos` episodes
             videos = [
-                Path(video_dir) / f"{task}_{first + i:03d}_seed{s}"
+                Path(video_dir) / f"{task}_{first + i:03d}_seed{s}.{config.video_format}"
                 if video_dir and first + i < config.videos
                 else None
                 for i, s in enumerate(seeds)
@@ -171,8 +174,8 @@ def _run_batch(
     image_size: tuple[int, int],
 ) -> tuple[list[dict[str, Any]], float, tuple[str, ...]]:
     """Episodes from `seeds` side by side, the camera rendered at `image_size`; those with a video
-    path are saved as GIFs there. Returns the per-episode results, the seconds spent in the policy
-    and the task's sub-stages (`RobotEnv.stages`)."""
+    path are saved there, captioned, the outcome added to the name. Returns the per-episode
+    results, the seconds spent in the policy and the task's sub-stages (`RobotEnv.stages`)."""
     needs_images = IMAGE in policy.observation_keys
     envs = [
         make_env(suite, task, s, render=needs_images or video is not None, image_size=image_size)
@@ -210,8 +213,9 @@ def _run_batch(
             if env.stages:
                 result["stages_reached"] = env.stages_reached
             if videos[i] is not None:
-                name = f"{videos[i].name}_{'success' if success[i] else 'failure'}.gif"
-                result["video"] = str(_write_gif(videos[i].with_name(name), frames[i], env.fps))
+                path = videos[i].with_stem(f"{videos[i].stem}_{'success' if success[i] else 'failure'}")
+                captioned = caption_episode(frames[i], task, result["instruction"], success[i])
+                result["video"] = str(write_video(path, captioned, env.fps))
             results.append(result)
         return results, policy_s, envs[0].stages
     finally:
@@ -241,17 +245,6 @@ def _check_disjoint_from_demos(
             f"of {path} (tasks {shared}); evaluate from seed {EVAL_SEED} or above {last}"
         )
     return [first, last]
-
-
-def _write_gif(path: Path, frames: list[np.ndarray], fps: int) -> Path:
-    """An animated GIF in real time: every n-th frame, so that it plays at about GIF_FPS."""
-    from PIL import Image
-
-    stride = max(1, round(fps / GIF_FPS))
-    images = [Image.fromarray(frame) for frame in frames[::stride]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 * stride / fps), loop=0)
-    return path
 
 
 def markdown_table(report: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from PIL import Image
 from ..config import PositiveFloat, PositiveInt, Seed
 from ..errors import ConfigError
 from ..model import ConditionalVAE
-from ..utils.pixels import image_grid, save_image_grid
+from ..utils.pixels import display_scale, image_grid, save_image_grid
 from ..utils.runtime import checked_device
 
 
@@ -114,8 +114,8 @@ class TextToImagePipeline:
 
 @dataclass
 class GenerateConfig:
-    """What `cvae-bridge generate` writes: one grid row of images per prompt (of an unconditional
-    model: one row of `num` images, without prompts)."""
+    """What `cvae-bridge generate` writes: one grid row of images per prompt, the prompt above it
+    (of an unconditional model: one row of `num` images, without prompts)."""
 
     model: str  # a model folder (save_pretrained)
     prompts: list[str] = field(default_factory=list)
@@ -124,6 +124,10 @@ class GenerateConfig:
     temperature: PositiveFloat = 1.0
     seed: Seed = 0
     device: str = "auto"  # the GPU where there is one
+    # Images are enlarged by a whole factor (nearest neighbour) to about this many pixels on a side,
+    # so that MNIST's 28x28 are readable (x4); 1 keeps them as generated.
+    display_size: PositiveInt = 112
+    labels: bool = True  # each row's prompt written above it
 
 
 def generate_grid(config: GenerateConfig) -> Path:
@@ -136,4 +140,10 @@ def generate_grid(config: GenerateConfig) -> Path:
         seed=config.seed,
         output_type="pt",
     ).images
-    return save_image_grid(images, config.out, columns=config.num)
+    return save_image_grid(
+        images,
+        config.out,
+        columns=config.num,
+        scale=display_scale(images.shape[-2:], config.display_size),
+        row_labels=config.prompts if config.labels and config.prompts else None,
+    )
