@@ -58,7 +58,7 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, reference):
     stopped = newest_step(out)
     assert 0 < stopped < STEPS
     assert f"interrupted by SIGTERM at step {stopped};" in log.read_text()
-    assert not (out / "model").exists()
+    assert f"step {stopped:,} of {STEPS:,}" in (out / "model" / "README.md").read_text()  # exported
 
     process = start_training(config_file, log, "--resume")
     assert finish(process, log) == 0, log.read_text()[-3000:]
@@ -88,7 +88,7 @@ def test_group_signals_with_dataloader_workers_checkpoint_and_resume(tmp_path, r
         assert since < stopped < STEPS, "the run ended before it was stopped: raise STEPS"
         assert f"interrupted by {stop.name} at step {stopped};" in log.read_text()
         assert "Traceback" not in log.read_text()  # nor from the workers' shutdown
-        assert not (out / "model").exists()
+        assert f"step {stopped:,} of {STEPS:,}" in (out / "model" / "README.md").read_text()
     if complete:
         process = start_training(config_file, log, "--resume", start_new_session=True)
         assert finish(process, log) == 0, log.read_text()[-3000:]
