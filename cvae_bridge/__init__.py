@@ -11,6 +11,8 @@ from .config import (
     load_run_config,
     to_dict,
 )
+from .data.resolve import resolve_run_config
+from .export import ExportConfig, export_onnx
 from .likelihoods import LikelihoodHead
 from .modalities.base import Decoder, Encoder, Tokens
 from .model import ConditionalVAE
@@ -44,9 +46,12 @@ __all__ = [
     "RunConfig",
     "TargetConfig",
     "Tokens",
+    "ExportConfig",
+    "export_onnx",
     "component",
     "from_dict",
     "load_run_config",
+    "resolve_run_config",
     "to_dict",
     "list_datasets",
     "list_decoders",

@@ -219,6 +219,33 @@ class ModelConfig:
     deterministic: bool = False
 
 
+# Fields of encoder and decoder configs that give a modality's size (a vector's `shape`, an action
+# chunk's `dim`). None leaves the size to the data: training on a robot dataset fills it from the
+# dataset's features (data/resolve.py), as LeRobot's ACT takes its sizes from info.json.
+SIZE_FIELDS = ("shape", "dim")
+
+
+def size_fields(model: ModelConfig) -> list[tuple[str, str, Any, str]]:
+    """(modality, config path, component config, field name) of every size field of `model`."""
+    components = [(name, f"model.conditions.{name}", c) for name, c in model.conditions.items()]
+    for name, target in model.targets.items():
+        components += [
+            (name, f"model.targets.{name}.encoder", target.encoder),
+            (name, f"model.targets.{name}.decoder", target.decoder),
+        ]
+    return [
+        (modality, f"{path}.{field}", component, field)
+        for modality, path, component in components
+        for field in SIZE_FIELDS
+        if hasattr(component, field)
+    ]
+
+
+def unset_sizes(model: ModelConfig) -> list[str]:
+    """Config paths of the size fields of `model` left unset (None)."""
+    return [path for _, path, component, field in size_fields(model) if getattr(component, field) is None]
+
+
 @dataclass
 class LoRAConfig:
     """Low-rank adapters (peft) on the Linear and Conv2d layers whose module names match `targets`;

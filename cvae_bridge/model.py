@@ -24,7 +24,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from .config import ModelConfig, RunConfig
+from .config import ModelConfig, RunConfig, unset_sizes
 from .errors import ConfigError, InputError, UsageError
 from .hub import load_pretrained, push_to_hub, resolve_folder, save_pretrained
 from .latent import gaussian_log_prob, reparameterize
@@ -85,6 +85,12 @@ class ConditionalVAE(nn.Module):
             raise ConfigError(f"model: {sorted(overlap)} cannot be both a condition and a target")
         if not config.targets:
             raise ConfigError("model.targets: at least one target modality is needed")
+        unset = unset_sizes(config)
+        if unset:
+            raise ConfigError(
+                f"{', '.join(unset)}: unset; training on a robot dataset takes such sizes from its features "
+                f"(meta/info.json, the HDF5 shapes); to build the model without data, give them"
+            )
 
         self.condition_encoders = nn.ModuleDict(
             {n: ENCODERS.get(c.type)(c, d) for n, c in config.conditions.items()}

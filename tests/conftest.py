@@ -12,6 +12,15 @@ from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the shipped run configs
+# The features of an ALOHA sim dataset (`cvae-bridge demos --suite aloha`, transfer-cube, camera at
+# ACT's size), for the shipped configs that take their sizes and camera from the data:
+# `resolve_run_config(config, ALOHA_SIM_FEATURES)` builds them without a dataset.
+ALOHA_SIM_FEATURES = {
+    "observation.state": {"dtype": "float32", "shape": [14]},
+    "observation.environment_state": {"dtype": "float32", "shape": [7]},
+    "observation.images.top": {"dtype": "image", "shape": [480, 640, 3]},
+    "action": {"dtype": "float32", "shape": [14]},
+}
 
 TINY_CONFIGS = {
     # An unconditional MLP VAE on flattened 6x6 "images".

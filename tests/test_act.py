@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import ALOHA_SIM_FEATURES, CONFIGS
 
 from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
 from cvae_bridge.cli import main
 from cvae_bridge.config import RunConfig, load_run_config
 from cvae_bridge.data.act_hdf5 import write_act_hdf5
 from cvae_bridge.data.lerobot import write_lerobot_dataset
+from cvae_bridge.data.resolve import resolve_run_config
 from cvae_bridge.errors import ConfigError, InputError
 from cvae_bridge.pipelines import ActionChunkPolicy
 from cvae_bridge.training import train
@@ -209,6 +210,7 @@ def test_a_lerobot_batch_carries_the_instruction_as_task():
         CONFIGS / "act_aloha_state.yaml",
         ["model.conditions.instruction={type: text, output: pooled}", "data.instruction_key=instruction"],
     )
+    config, _ = resolve_run_config(config, ALOHA_SIM_FEATURES)  # the sizes of an ALOHA sim dataset
     model = ConditionalVAE(config.model)
     model.set_normalization(
         {n: (torch.zeros(d), torch.ones(d)) for n, d in (("qpos", 14), ("env_state", 7), ("action", 14))}
@@ -314,12 +316,16 @@ def test_policy_reproduces_the_recorded_actions(trained, options):
     assert reports["hdf5"]["l1"] == pytest.approx(report["l1"], rel=1e-5)
 
 
-def test_replay_selects_episodes_and_names_unknown_ones(trained):
+def test_replay_selects_episodes_and_names_unknown_ones(trained, capsys):
     from cvae_bridge.evaluation.replay import ReplayConfig, replay_episodes
 
     model, data = str(trained / "run" / "model"), str(trained / "hdf5")
     report = replay_episodes(ReplayConfig(model, data, episodes=[1], query_period=2))
     assert [e["episode"] for e in report["episodes"]] == [1] and report["query_period"] == 2
+    progress = capsys.readouterr().err  # the bar counts the frames replayed
+    assert "replay: 100%" in progress and f"| {report['frames']}/{report['frames']} [" in progress
+    replay_episodes(ReplayConfig(model, data, episodes=[1], progress_bar=False))
+    assert "replay" not in capsys.readouterr().err
     with pytest.raises(InputError, match=r"episodes: \[7\] are not in"):
         replay_episodes(ReplayConfig(model, data, episodes=[7]))
 
@@ -329,7 +335,7 @@ def test_replay_selects_episodes_and_names_unknown_ones(trained):
 
 
 def test_act_image_config_has_act_sizes():
-    config = load_run_config(CONFIGS / "act_aloha.yaml")
+    config, _ = resolve_run_config(load_run_config(CONFIGS / "act_aloha.yaml"), ALOHA_SIM_FEATURES)
     model = ConditionalVAE(config.model)
     count = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in model.condition_encoders["top"].backbone.parameters())
@@ -422,7 +428,9 @@ def test_instruction_variant_builds_and_takes_the_task_text():
         "model.conditions.instruction={type: text, output: tokens}",
         "data.instruction_key=instruction",
     ]
-    config = load_run_config(CONFIGS / "act_aloha_state.yaml", overrides)
+    config, _ = resolve_run_config(
+        load_run_config(CONFIGS / "act_aloha_state.yaml", overrides), ALOHA_SIM_FEATURES
+    )
     model = ConditionalVAE(config.model)
     model.set_normalization(
         {n: (torch.zeros(d), torch.ones(d)) for n, d in (("qpos", 14), ("env_state", 7), ("action", 14))}

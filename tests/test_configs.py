@@ -1,10 +1,11 @@
 """Every shipped run config loads, validates and builds its model (a typo in a key fails here, not
-an hour into a benchmark); every config field is described for `cvae-bridge config --explain`."""
+an hour into a benchmark; those that take sizes from their robot dataset, on an ALOHA sim
+dataset's features); every config field is described for `cvae-bridge config --explain`."""
 
 import dataclasses
 
 import pytest
-from conftest import CONFIGS
+from conftest import ALOHA_SIM_FEATURES, CONFIGS
 
 from cvae_bridge.cli import main
 from cvae_bridge.config import (
@@ -17,7 +18,9 @@ from cvae_bridge.config import (
     TargetConfig,
     TrainConfig,
     load_run_config,
+    unset_sizes,
 )
+from cvae_bridge.data.resolve import resolve_run_config
 from cvae_bridge.model import ConditionalVAE
 from cvae_bridge.registry import REGISTRIES
 from cvae_bridge.utils.field_docs import field_descriptions
@@ -26,6 +29,8 @@ from cvae_bridge.utils.field_docs import field_descriptions
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_config_builds(name: str) -> None:
     config = load_run_config(CONFIGS / name)
+    if unset_sizes(config.model):
+        config, _ = resolve_run_config(config, ALOHA_SIM_FEATURES)
     model = ConditionalVAE(config.model)
     assert set(model.target_encoders) == set(config.model.targets)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0

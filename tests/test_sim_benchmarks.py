@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import ALOHA_SIM_FEATURES, CONFIGS
 
 from cvae_bridge.cli import main
 from cvae_bridge.config import DatasetConfig, from_dict, load_run_config, to_dict
 from cvae_bridge.data import build_source
+from cvae_bridge.data.resolve import resolve_run_config
 from cvae_bridge.envs import draw_instruction, instructions, list_tasks
 from cvae_bridge.errors import ConfigError
 
@@ -249,13 +250,19 @@ def test_demos_render_stores_the_camera(tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()
 
 
-def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
+def test_demos_in_worker_processes_write_the_same_dataset(tmp_path, capsys):
     needs("gym_aloha", "mujoco")
     from cvae_bridge.envs.demos import DemosConfig, generate_demos
 
-    one = generate_demos(DemosConfig("aloha", str(tmp_path / "one"), ["transfer_cube"], 3, 7))
+    one = generate_demos(
+        DemosConfig("aloha", str(tmp_path / "one"), ["transfer_cube"], 3, 7, progress_bar=False)
+    )
+    assert "demos:" not in capsys.readouterr().err
     two = generate_demos(DemosConfig("aloha", str(tmp_path / "two"), ["transfer_cube"], 3, 7, workers=2))
     assert [row["seed"] for row in two["episodes"]] == [7, 8, 9] and two["workers"] == 2
+    # the bar counted the episodes of both workers, and the experts' successes
+    progress = capsys.readouterr().err
+    assert "demos: 100%" in progress and f"success={two['tasks']['transfer_cube']['successes']}/3" in progress
     assert [(r["seed"], r["success"]) for r in one["episodes"]] == [
         (r["seed"], r["success"]) for r in two["episodes"]
     ]
@@ -266,6 +273,39 @@ def test_demos_in_worker_processes_write_the_same_dataset(tmp_path):
         assert all(np.array_equal(a.data[key], b.data[key]) for key in ("observation.state", "action"))
     with pytest.raises(ConfigError, match="workers: expected a positive int, got 0"):
         generate_demos(DemosConfig("aloha", str(tmp_path / "three"), ["transfer_cube"], 3, 7, workers=0))
+
+
+def test_demos_progress_counts_episodes_as_the_experts_finish(monkeypatch):
+    """The experts run in chunks, so that the bar moves: rendered episodes one at a time, others
+    up to demos.CHUNK at a time, a whole number of chunks per worker (tqdm seen through a stand-in)."""
+    from types import SimpleNamespace
+
+    import cvae_bridge.envs.demos as demos
+
+    calls = []
+
+    def experts(suite, task, num_episodes, seed, render=False, image_size=None):
+        calls.append((seed, num_episodes))
+        return [SimpleNamespace(seed=s, success=s % 3 > 0) for s in range(seed, seed + num_episodes)]
+
+    class Bar:
+        def __init__(self):
+            self.updates, self.postfix = [], None
+
+        def update(self, n):
+            self.updates.append(n)
+
+        def set_postfix(self, **postfix):
+            self.postfix = postfix
+
+    monkeypatch.setattr(demos, "scripted_episodes", experts)
+    bar = Bar()
+    episodes = demos._expert_episodes("metaworld", "reach-v3", 60, 5, False, (8, 8), 1, bar)
+    assert [e.seed for e in episodes] == list(range(5, 65)) and calls == [(5, 20), (25, 20), (45, 20)]
+    assert bar.updates == [20, 20, 20] and bar.postfix == {"task": "reach-v3", "success": "40/60"}
+    calls.clear()
+    demos._expert_episodes("metaworld", "reach-v3", 3, 0, True, (8, 8), 1, bar := Bar())
+    assert calls == [(0, 1), (1, 1), (2, 1)] and bar.updates == [1, 1, 1] and bar.postfix["success"] == "2/3"
 
 
 def test_task_names_and_aliases():
@@ -376,7 +416,8 @@ def test_rollout_refuses_the_demonstration_seeds(mt10, tmp_path):
         )
 
 
-def test_rollout_command_writes_gifs(mt10, tmp_path, short_episodes):
+@pytest.mark.parametrize("video_format", ["mp4", "gif"])
+def test_rollout_command_writes_videos(mt10, tmp_path, short_episodes, video_format):
     from cvae_bridge.envs import RenderError
 
     short_episodes(8)  # software rendering takes about 0.25 s per frame here
@@ -399,6 +440,7 @@ def test_rollout_command_writes_gifs(mt10, tmp_path, short_episodes):
         "1",
         "--out",
         str(tmp_path / "out"),
+        *(["--video-format", "gif"] if video_format == "gif" else []),  # mp4 by default
     ]
     try:
         assert main(args) == 0
@@ -406,13 +448,20 @@ def test_rollout_command_writes_gifs(mt10, tmp_path, short_episodes):
         pytest.skip(f"no offscreen rendering here: {error}")
     report = json.loads((tmp_path / "out" / "success.json").read_text())
     results = report["tasks"]["reach-v3"]["results"]
-    gifs = sorted((tmp_path / "videos").glob("*.gif"))
-    assert [g.name for g in gifs] == [Path(results[0]["video"]).name] and "video" not in results[1]
-    assert gifs[0].name.startswith("reach-v3_000_seed100000_")
+    videos = sorted((tmp_path / "videos").iterdir())
+    assert [v.name for v in videos] == [Path(results[0]["video"]).name] and "video" not in results[1]
+    assert videos[0].name.startswith("reach-v3_000_seed100000_") and videos[0].suffix == f".{video_format}"
+    if video_format == "mp4":  # every frame, the reset's included, at Meta-World's 80 fps
+        import av
+
+        with av.open(str(videos[0])) as container:
+            assert container.streams.video[0].average_rate == 80
+            assert sum(1 for _ in container.decode(video=0)) == results[0]["steps"] + 1
+        return
 
     from PIL import Image
 
-    with Image.open(gifs[0]) as gif:  # every 4th frame at 80 fps, 50 ms each (PIL merges repeated frames)
+    with Image.open(videos[0]) as gif:  # every 4th frame at 80 fps, 50 ms each (PIL merges repeated frames)
         durations = []
         for index in range(gif.n_frames):
             gif.seek(index)
@@ -571,7 +620,8 @@ def test_pixel_configs_see_only_the_camera_and_the_joints():
     pixel_configs = sorted(CONFIGS.glob("*pixels*.yaml")) + [CONFIGS / "act_aloha.yaml"]
     assert len(pixel_configs) >= 3
     for path in pixel_configs:
-        config = load_run_config(path)
+        # act_aloha.yaml takes its camera from the data: an ALOHA sim dataset's here
+        config, _ = resolve_run_config(load_run_config(path), ALOHA_SIM_FEATURES)
         observed = {key for name, key in config.data.features.items() if name not in config.model.targets}
         assert "observation.state" in observed and any(
             key.startswith("observation.images.") for key in observed

@@ -174,15 +174,31 @@ class ActHdf5Source(EpisodeSource):
         self.sim: bool | None = None
         super().__init__(config)
 
+    @classmethod
+    def dataset_features(cls, config: ActHdf5Config) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The features of the folder's first episode file (every file has the same)."""
+        h5py = _h5py()
+        path = str(episode_files(config.path)[0][1])
+        features: dict[str, dict[str, Any]] = {}
+
+        def collect(name: str, item: Any) -> None:
+            feature = feature_name(name)
+            if isinstance(item, h5py.Dataset) and feature is not None and item.ndim > 0:
+                image = ("/" + name).startswith(_IMAGES) and item.ndim == 4 and item.dtype == np.uint8
+                shape = list(item.shape[1:]) or [1]  # a (T,) dataset is read as (T, 1)
+                features.setdefault(feature, {"dtype": "image" if image else item.dtype.name, "shape": shape})
+
+        try:
+            with h5py.File(path, "r") as root:
+                root.visititems(collect)
+        except OSError as error:
+            raise InputError(
+                f"{path}: cannot read HDF5 file (missing, truncated or corrupt): {error}"
+            ) from error
+        return path, features
+
     def read_episodes(self) -> list[Episode]:
-        folder = Path(self.config.path)
-        if not folder.is_dir():
-            raise InputError(f"{folder}: ACT dataset folder does not exist")
-        files = sorted(
-            (int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := EPISODE_FILE.match(name))
-        )
-        if not files:
-            raise InputError(f"{folder}: no episode_<i>.hdf5 files in the folder")
+        files = episode_files(self.config.path)
         needed = list(dict.fromkeys(self.config.features.values()))
         episodes, sims = [], set()
         for index, path in files:
@@ -193,6 +209,19 @@ class ActHdf5Source(EpisodeSource):
             sims.add(sim)
         self.sim = sims.pop() if len(sims) == 1 else None
         return episodes
+
+
+def episode_files(folder: str | Path) -> list[tuple[int, Path]]:
+    """(index, path) of the folder's episode_<i>.hdf5 files, by index; at least one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: ACT dataset folder does not exist")
+    files = sorted(
+        (int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := EPISODE_FILE.match(name))
+    )
+    if not files:
+        raise InputError(f"{folder}: no episode_<i>.hdf5 files in the folder")
+    return files
 
 
 def read_act_episode(path: str | Path, index: int, needed: Sequence[str]) -> tuple[Episode, bool | None]:

@@ -348,6 +348,14 @@ class EpisodeSource(DataSource):
         """Read the files into `Episode`s holding (at least) the features named in the config."""
         raise NotImplementedError
 
+    @classmethod
+    def dataset_features(cls, config: RobotDataConfig) -> tuple[str, dict[str, dict[str, Any]]]:
+        """(where, feature name -> {"dtype", "shape"} per frame) of every feature of the dataset,
+        from its metadata alone, whatever `config.features` names: what the unset sizes and
+        cameras of a run config are filled from (data/resolve.py). Images are dtype "image" with
+        shape [H, W, 3]; `where` names the file described."""
+        raise NotImplementedError
+
     def episodes_of(self, name: str) -> list[Episode]:
         chosen = set(self.train_episodes if name == "train" else self.val_episodes)
         return [e for e in self.episodes if e.index in chosen]

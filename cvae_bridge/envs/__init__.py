@@ -10,6 +10,7 @@ Suites and tasks:
     scripted_episodes(suite, task, num_episodes, seed, render=False, ...) -> list[ExpertEpisode]  (episode i uses seed + i)
     list_suites(), get_suite(suite)                       -> the suites declared in suites.py
     list_tasks(suite), instructions(suite, task, split)   -> task names, instruction phrasings
+    feature_names(suite, task)                            -> joint / axis names per feature (LeRobot's `names`)
 
 Observations are dicts keyed by LeRobot feature names: "observation.state" (float32),
 "observation.environment_state" (float32 object poses, ALOHA only) and, with render=True,
@@ -39,6 +40,7 @@ from .suites import SUITES, Suite
 STATE = "observation.state"
 ENV_STATE = "observation.environment_state"
 IMAGE = "observation.images.top"
+ACTION = "action"
 IMAGE_SIZE = (240, 320)  # (H, W) by default: half of ACT's 480x640, so that episodes with images stay small
 
 
@@ -185,6 +187,13 @@ def scripted_episodes(
     return _backend(suite).scripted_episodes(
         task, seeds, render=render, image_size=check_image_size(image_size)
     )
+
+
+def feature_names(suite: str, task: str) -> dict[str, list[str]]:
+    """Per-element names of a task's features (joints, axes, object poses), from the simulator's
+    definition: what demonstrations write as info.json's `names`, as LeRobot's recorders do."""
+    _check_task(suite, task)
+    return _backend(suite).feature_names(task)
 
 
 def stack_frames(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -23,15 +23,27 @@ if sys.platform.startswith("linux"):
 import mujoco
 import numpy as np
 from gym_aloha.constants import (
+    ACTIONS,
     ASSETS_DIR,
     DT,
+    JOINTS,
     START_ARM_POSE,
     normalize_puppet_gripper_position,
     unnormalize_puppet_gripper_position,
 )
 from gym_aloha.utils import sample_box_pose, sample_insertion_pose
 
-from . import ENV_STATE, IMAGE, STATE, ExpertEpisode, RobotEnv, draw_instruction, make_renderer, stack_frames
+from . import (
+    ACTION,
+    ENV_STATE,
+    IMAGE,
+    STATE,
+    ExpertEpisode,
+    RobotEnv,
+    draw_instruction,
+    make_renderer,
+    stack_frames,
+)
 from .aloha_scripted import EPISODE_STEPS, scripted_joint_commands
 
 MAX_REWARD = 4
@@ -141,6 +153,23 @@ class AlohaEnv(RobotEnv):
 
 def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int]) -> AlohaEnv:
     return AlohaEnv(task, seed, render, image_size)
+
+
+def feature_names(task: str) -> dict[str, list[str]]:
+    """Per-element names of the features: gym-aloha's joint and action names, and the pose of each
+    object's free joint in the task's MJCF (position, then MuJoCo's w-first quaternion)."""
+    model = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / f"bimanual_viperx_{task}.xml"))
+    objects = [
+        model.joint(i).name.removesuffix("_joint")
+        for i in range(model.njnt)
+        if model.jnt_type[i] == mujoco.mjtJoint.mjJNT_FREE
+    ]
+    pose = ("x", "y", "z", "qw", "qx", "qy", "qz")
+    return {
+        STATE: list(JOINTS),
+        ENV_STATE: [f"{name}_{axis}" for name in objects for axis in pose],
+        ACTION: list(ACTIONS),
+    }
 
 
 def scripted_episodes(

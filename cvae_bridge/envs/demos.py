@@ -5,7 +5,8 @@
 
 All tasks of a call go into one dataset. Episode i of every task runs from seed `seed + i` (as
 `scripted_episodes` does), and its LeRobot task is its instruction: a training phrasing drawn with
-that seed. Features: "observation.state", "action", "observation.environment_state" (ALOHA only)
+that seed. Features: "observation.state", "action", "observation.environment_state" (ALOHA only),
+their elements named as the simulator names them (`feature_names`: joints, axes, object poses),
 and, with `render`, "observation.images.top" at `image_size` (H, W; 240x320 by default), stored as
 PNG frames in the data files; it needs offscreen rendering (MUJOCO_GL=egl). A task's rendered frames
 stay in memory until its episodes are written (H x W x 3 bytes a frame: 92 MB per 400-step episode
@@ -27,19 +28,26 @@ import json
 import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from ..config import PositiveInt, Seed
 from ..data.lerobot import INFO_PATH, LeRobotDatasetWriter
 from ..errors import ConfigError, InputError
 from ..utils.files import atomic_write_text
-from . import IMAGE_SIZE, check_image_size, get_suite, list_tasks, scripted_episodes
+from . import IMAGE_SIZE, check_image_size, feature_names, get_suite, list_tasks, scripted_episodes
 
 EVAL_SEED = 100_000  # first seed of rollout evaluation, far above the demonstrations'
 DEMOS_FILE = "demos.json"
+# Unrendered episodes per call of an expert; rendered ones go one at a time. Each call builds an
+# env, and the progress bar moves as calls finish: a rendered episode takes far longer than building
+# an env (tens of seconds vs under one), an unrendered one about as long (0.1-0.5 s vs 0.16 s for
+# Meta-World).
+CHUNK = 25
 
 
 def resolve_tasks(suite: str, tasks: str | Sequence[str] | None) -> list[str]:
@@ -73,6 +81,7 @@ class DemosConfig:
     render: bool = False  # store the top camera as observation.images.top
     image_size: list[PositiveInt] | None = None  # [H, W] of the camera (implies render); None: IMAGE_SIZE
     workers: PositiveInt = 1  # processes per task; rendering takes a core each
+    progress_bar: bool = True  # episodes done and the experts' successes so far, on stderr
 
 
 def generate_demos(config: DemosConfig) -> dict[str, Any]:
@@ -98,15 +107,29 @@ def generate_demos(config: DemosConfig) -> dict[str, Any]:
     fps = None
     # Each task's episodes go to the dataset as soon as they exist: one task is held at a time.
     with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(
+                total=episodes_per_task * len(task_names),
+                desc="demos",
+                unit="episode",
+                disable=not config.progress_bar,
+            )
+        )
         writer = None
         for task in task_names:
             task_start = time.perf_counter()
-            episodes = _expert_episodes(suite, task, episodes_per_task, seed, render, image_size, workers)
+            episodes = _expert_episodes(
+                suite, task, episodes_per_task, seed, render, image_size, workers, bar
+            )
             successes = sum(e.success for e in episodes)
             chosen = [e for e in episodes if e.success or keep_failures]
             fps = episodes[0].fps
             if chosen and writer is None:
-                writer = stack.enter_context(LeRobotDatasetWriter(out, fps, get_suite(suite).robot_type))
+                # the joint and axis names of the simulator, as LeRobot's recorders write them
+                names = feature_names(suite, task)
+                writer = stack.enter_context(
+                    LeRobotDatasetWriter(out, fps, get_suite(suite).robot_type, names=names)
+                )
             for episode in chosen:
                 rows.append(
                     {
@@ -161,21 +184,49 @@ def generate_demos(config: DemosConfig) -> dict[str, Any]:
 
 
 def _expert_episodes(
-    suite: str, task: str, count: int, seed: int, render: bool, image_size: tuple[int, int], workers: int
+    suite: str,
+    task: str,
+    count: int,
+    seed: int,
+    render: bool,
+    image_size: tuple[int, int],
+    workers: int,
+    bar: tqdm,
 ) -> list:
-    """`scripted_episodes` of seeds seed .. seed + count - 1, split over `workers` processes."""
+    """`scripted_episodes` of seeds seed .. seed + count - 1, in contiguous chunks (CHUNK episodes
+    or fewer) over `workers` processes; `bar` counts them as they finish, with the successes so far."""
     workers = min(workers, count)
+    # a whole number of chunks per worker, so that the workers finish together
+    pieces = min(count, workers * -(-count // (workers * (1 if render else CHUNK))))
+    bounds = [seed + count * i // pieces for i in range(pieces + 1)]
+    chunks = list(zip(bounds[:-1], bounds[1:]))
+    done = successes = 0
+
+    def finished(episodes: list) -> list:
+        nonlocal done, successes
+        done, successes = done + len(episodes), successes + sum(e.success for e in episodes)
+        bar.update(len(episodes))
+        bar.set_postfix(task=task, success=f"{successes}/{done}")
+        return episodes
+
     if workers == 1:
-        return scripted_episodes(suite, task, count, seed, render=render, image_size=image_size)
-    bounds = [seed + count * i // workers for i in range(workers + 1)]
+        return [
+            episode
+            for first, end in chunks
+            for episode in finished(
+                scripted_episodes(suite, task, end - first, first, render=render, image_size=image_size)
+            )
+        ]
     # spawn: a forked child would inherit the parent's simulator and GL state
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = [
             pool.submit(
                 scripted_episodes, suite, task, end - first, first, render=render, image_size=image_size
             )
-            for first, end in zip(bounds[:-1], bounds[1:])
+            for first, end in chunks
         ]
+        for part in as_completed(parts):
+            finished(part.result())
         return [episode for part in parts for episode in part.result()]
 
 

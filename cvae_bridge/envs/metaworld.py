@@ -29,7 +29,7 @@ from metaworld.env_dict import MT50_V3, MT50_V3_ARGS_KWARGS
 from metaworld.policies import ENV_POLICY_MAP
 from metaworld.types import Task
 
-from . import IMAGE, STATE, ExpertEpisode, RobotEnv, draw_instruction, make_renderer, stack_frames
+from . import ACTION, IMAGE, STATE, ExpertEpisode, RobotEnv, draw_instruction, make_renderer, stack_frames
 
 CAMERA = (
     "corner2"  # the usual Meta-World camera; it is mounted upside down, so images are rotated 180 degrees
@@ -87,6 +87,20 @@ class MetaWorldEnv(RobotEnv):
 
 def make_env(task: str, seed: int, *, render: bool, image_size: tuple[int, int]) -> MetaWorldEnv:
     return MetaWorldEnv(task, seed, render, image_size)
+
+
+def feature_names(task: str) -> dict[str, list[str]]:
+    """Per-element names of the features, as Meta-World lays out its observation: the hand's
+    position, the gripper's opening, two objects' position and quaternion (zeros where a task has
+    fewer; Meta-World's envs differ in quaternion order, hence q0..q3), the same 18 of the previous
+    frame, the goal; the action is the hand's move and the gripper's effort. The same for every task."""
+    current = ["hand_x", "hand_y", "hand_z", "gripper_opening"] + [
+        f"obj{i}_{axis}" for i in (1, 2) for axis in ("x", "y", "z", "q0", "q1", "q2", "q3")
+    ]
+    return {
+        STATE: current + [f"prev_{name}" for name in current] + ["goal_x", "goal_y", "goal_z"],
+        ACTION: ["hand_dx", "hand_dy", "hand_dz", "gripper_effort"],
+    }
 
 
 def scripted_episodes(

@@ -1,8 +1,8 @@
 """The simulator suites, each declared once: its tasks and their instruction phrasings, the module
 that drives it, what installs it, and its robot type. Nothing here imports a simulator.
 
-To add a suite: declare it in SUITES and write its module (`make_env`, `scripted_episodes`) in
-this package; the commands, the task lists and the demonstrations' metadata read it from here.
+To add a suite: declare it in SUITES and write its module (`make_env`, `scripted_episodes`,
+`feature_names`) in this package; the commands, the task lists and the demonstrations' metadata read it from here.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from .base import Decoder, Encoder, Tokens, check_tensor
 
 @dataclass
 class ActionEncoderConfig(EncoderConfig):
-    dim: PositiveInt = 14  # action features per step
+    dim: PositiveInt | None = None  # action features per step; None: the data's (robot datasets)
     chunk_size: PositiveInt = 100  # k: actions in a chunk
 
 
@@ -52,7 +52,7 @@ class ActionEncoder(Encoder):
 
 @dataclass
 class ActionDecoderConfig(DecoderConfig):
-    dim: PositiveInt = 14  # action features per step
+    dim: PositiveInt | None = None  # action features per step; None: the data's (robot datasets)
     chunk_size: PositiveInt = 100  # k: actions per generated chunk
     encoder_layers: NonNegativeInt = 4  # 0: the latent and condition tokens go to the decoder as they are
     decoder_layers: PositiveInt = 7  # transformer decoder layers (queries attend to memory)

@@ -36,16 +36,19 @@ def _layers(dims: list[int], activation: Activation) -> nn.Sequential:
 
 @dataclass
 class VectorEncoderConfig(EncoderConfig):
-    # Shape of one example, flattened by the encoder (e.g. [14] for joint positions).
-    shape: list[PositiveInt] = field(default_factory=lambda: [1])
+    # Shape of one example, flattened by the encoder (e.g. [14] for joint positions); None: the
+    # shape of the data's feature (a robot dataset's, when training).
+    shape: list[PositiveInt] | None = None
     hidden: list[PositiveInt] = field(default_factory=list)  # hidden layer widths before the projection
     activation: Activation = "none"  # between hidden layers
-    # > 0: inputs are integer class labels (B,), one-hot encoded; `shape` is ignored and must be [1].
+    # > 0: inputs are integer class labels (B,), one-hot encoded; `shape` is then [1].
     num_classes: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        if self.num_classes and self.shape != [1]:
-            raise ConfigError("a label encoder (num_classes > 0) takes no `shape`")
+        if self.num_classes:
+            if self.shape not in (None, [1]):
+                raise ConfigError("a label encoder (num_classes > 0) takes no `shape`")
+            self.shape = [1]
 
 
 @register_encoder("vector")
@@ -86,7 +89,7 @@ class VectorEncoder(Encoder):
 
 @dataclass
 class VectorDecoderConfig(DecoderConfig):
-    shape: list[PositiveInt] = field(default_factory=lambda: [1])  # output shape
+    shape: list[PositiveInt] | None = None  # output shape; None: the data's (robot datasets)
     hidden: list[PositiveInt] = field(default_factory=lambda: [256])  # hidden layer widths
     activation: Activation = "relu"  # between hidden layers
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, TrainConfig, to_dict, write_yaml
 from ..data import build_source
 from ..data.base import collate, to_device
+from ..data.resolve import resolve_run_config
 from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, DependencyError, InputError, NonFiniteLossError
 from ..hub import save_pretrained
@@ -156,6 +157,11 @@ class Trainer:
         # Each process draws its own latent noise and dropout; DDP copies rank 0's initial weights.
         set_seed(cfg.seed, device_specific=True)
 
+        # Sizes and cameras the config leaves unset come from a robot dataset's features.
+        config, notes = resolve_run_config(config)
+        self.config = config
+        for note in notes:
+            self.accelerator.print(f"from the data: {note}")
         self.source = build_source(config.data)
         self.train_set = self.source.split("train")
         self.eval_set = self.source.split(config.eval.split) if cfg.eval_every else None

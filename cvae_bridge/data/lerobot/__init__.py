@@ -5,7 +5,8 @@ Layout below the dataset root:
     meta/info.json                               codebase_version "v3.0", fps, features (dtype,
                                                  shape, names), data_path / video_path templates,
                                                  total_episodes, ...
-    meta/stats.json                              per feature: min, max, mean, std, count
+    meta/stats.json                              per feature: min, max, mean, std, count, and
+                                                 the quantiles q01, q10, q50, q90, q99
     meta/tasks.parquet                           task text (pandas index) -> task_index
     meta/episodes/chunk-XXX/file-XXX.parquet     a row per episode: episode_index, tasks, length,
                                                  data/chunk_index, data/file_index,
@@ -16,6 +17,9 @@ Layout below the dataset root:
                                                  feature columns, timestamp, frame_index,
                                                  episode_index, index, task_index
     videos/<key>/chunk-XXX/file-XXX.mp4          many episodes per file, from_timestamp onwards
+
+A dataset is named by its folder or, as in LeRobot, by its repo id ("owner/name"), looked up under
+$HF_LEROBOT_HOME (default ~/.cache/huggingface/lerobot).
 
 Image features are stored in the data files (`dtype: "image"`, a struct of PNG `bytes` and
 `path`) or as videos (`dtype: "video"`, decoded with PyAV: `pip install "cvae-bridge[video]"`).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
 from collections.abc import Sequence
@@ -32,6 +33,9 @@ DEFAULT_FEATURES = {
     "task_index": {"dtype": "int64", "shape": [1], "names": None},
 }
 VISUAL = ("image", "video")
+# The per-element quantiles LeRobot (0.4) keeps in every feature's stats, beside min, max, mean,
+# std and count; `stats/<feature>/q01` ... columns of meta/episodes and keys of meta/stats.json.
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 
 
 def _arrow():
@@ -53,6 +57,41 @@ def _av():
             'this LeRobot dataset stores images as videos; decoding them needs PyAV: pip install "cvae-bridge[video]"'
         ) from error
     return av
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a dataset is: a folder, or a repo id under LeRobot's home.
+
+
+def lerobot_home() -> Path:
+    """LeRobot's dataset cache: $HF_LEROBOT_HOME, else $HF_HOME/lerobot (HF_HOME defaulting to
+    $XDG_CACHE_HOME/huggingface, ~/.cache/huggingface), as `lerobot.utils.constants` has it."""
+    if os.environ.get("HF_LEROBOT_HOME"):
+        return Path(os.environ["HF_LEROBOT_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    hf_home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
+    return Path(os.path.expandvars(hf_home)).expanduser() / "lerobot"
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def dataset_root(path: str | Path) -> Path:
+    """The folder of a LeRobot dataset named by `path`: the folder itself if it exists, else, for
+    a repo id ("owner/name"), its folder under `lerobot_home()`, where LeRobot keeps it."""
+    folder = Path(path)
+    if folder.is_dir() or not _REPO_ID.match(str(path)):
+        if not folder.is_dir():
+            raise InputError(f"{folder}: LeRobot dataset folder does not exist")
+        return folder
+    cached = lerobot_home() / str(path)
+    if not cached.is_dir():
+        raise InputError(
+            f"{path}: neither a folder nor a dataset under LeRobot's home {cached.parent.parent} "
+            f"(HF_LEROBOT_HOME, default ~/.cache/huggingface/lerobot); give the dataset folder, or "
+            f"download it there first (`hf download {path} --repo-type dataset --local-dir {cached}`)"
+        )
+    return cached
 
 
 # ---------------------------------------------------------------------------------------------

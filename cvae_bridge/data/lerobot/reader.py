@@ -31,6 +31,7 @@ from .meta import (
     _parquet_file,
     _read,
     _templated,
+    dataset_root,
     read_episodes_metadata,
     read_info,
     read_tasks,
@@ -110,10 +111,22 @@ class LeRobotSource(EpisodeSource):
     Config = LeRobotConfig
     instruction_hint = " (no task_index column and no tasks in the episodes metadata)"
 
+    @classmethod
+    def dataset_features(cls, config: LeRobotConfig) -> tuple[str, dict[str, dict[str, Any]]]:
+        root = dataset_root(config.path)
+        features = read_info(root)["features"]
+        return str(root / INFO_PATH), {
+            name: (
+                {"dtype": "image", "shape": list(_visual_shape(feature))}
+                if feature["dtype"] in VISUAL
+                else {"dtype": feature["dtype"], "shape": list(_frame_shape(feature))}
+            )
+            for name, feature in features.items()
+            if name not in DEFAULT_FEATURES
+        }
+
     def read_episodes(self) -> list[Episode]:
-        root = Path(self.config.path)
-        if not root.is_dir():
-            raise InputError(f"{root}: LeRobot dataset folder does not exist")
+        root = dataset_root(self.config.path)
         info_path = root / INFO_PATH
         self.info = info = read_info(root)
         self.fps = info["fps"]

@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from .meta import (
     DEFAULT_FEATURES,
     DEFAULT_VIDEO_FILE_SIZE_IN_MB,
     INFO_PATH,
+    QUANTILES,
     STATS_PATH,
     TASKS_PATH,
     _arrow,
@@ -39,30 +40,60 @@ from .meta import (
 
 
 def _stats(values: np.ndarray, image: bool) -> dict[str, np.ndarray]:
-    """min, max, mean, std, count of one episode's feature: per element, or per channel (in
-    [0, 1], shape (3, 1, 1)) for images, as LeRobot stores them."""
+    """One episode's stats of a feature as LeRobot keeps them: min, max, mean, std, count and the
+    QUANTILES, per element, or per channel in [0, 1] with shape (3, 1, 1) for images. Min and max
+    of an integer feature stay integers; the rest are float64."""
     if image:
-        x = values.reshape(-1, values.shape[-1]).astype(np.float64) / 255.0
-        reduce = lambda a: a.reshape(3, 1, 1)  # noqa: E731
-    else:
-        x = (
-            values.reshape(len(values), -1).astype(np.float64)
-            if values.ndim > 1
-            else values.astype(np.float64)[:, None]
-        )
-        shape = values.shape[1:] or (1,)
-        reduce = lambda a: a.reshape(shape)  # noqa: E731
+        return _image_stats(values)
+    x = values.reshape(len(values), -1)
+    if not np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)
     with np.errstate(invalid="ignore"):  # NaN in the data is written as it is (readers refuse it)
-        return {
-            "min": reduce(x.min(axis=0)),
-            "max": reduce(x.max(axis=0)),
-            "mean": reduce(x.mean(axis=0)),
-            "std": reduce(x.std(axis=0)),
+        stats = {
+            "min": x.min(axis=0),
+            "max": x.max(axis=0),
+            "mean": x.mean(axis=0, dtype=np.float64),
+            "std": x.std(axis=0, dtype=np.float64),
             "count": np.array([len(values)]),
         }
+        stats.update({key: np.quantile(x, q, axis=0) for key, q in QUANTILES.items()})
+    shape = values.shape[1:] or (1,)
+    return {key: value if key == "count" else value.reshape(shape) for key, value in stats.items()}
+
+
+def _image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
+    """`_stats` of (T, H, W, 3) uint8 frames, exactly, from each channel's 256-bin histogram:
+    no float copy of the episode's pixels."""
+    counts = np.stack([np.bincount(frames[..., c].reshape(-1), minlength=256) for c in range(3)])
+    cumulative = counts.cumsum(axis=1)
+    levels = np.arange(256, dtype=np.float64)
+    total = int(cumulative[0, -1])
+    mean = counts @ levels / total
+    variance = np.maximum(counts @ levels**2 / total - mean**2, 0.0)
+
+    def ranked(rank: float) -> np.ndarray:  # per channel, the pixel value of 0-based rank `rank`
+        return np.array([np.searchsorted(cumulative[c], rank, side="right") for c in range(3)], np.float64)
+
+    def scaled(value: np.ndarray) -> np.ndarray:
+        return (value / 255.0).reshape(3, 1, 1)
+
+    stats = {
+        "min": scaled(ranked(0)),
+        "max": scaled(ranked(total - 1)),
+        "mean": scaled(mean),
+        "std": scaled(np.sqrt(variance)),
+        "count": np.array([len(frames)]),
+    }
+    for key, q in QUANTILES.items():  # np.quantile's default rule: linear between order statistics
+        position = q * (total - 1)
+        low, high = ranked(np.floor(position)), ranked(np.ceil(position))
+        stats[key] = scaled(low + (position - np.floor(position)) * (high - low))
+    return stats
 
 
 def _aggregate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The dataset's stats from its episodes': exact but for the quantiles, which are the
+    count-weighted mean of the episodes' quantiles, as LeRobot aggregates them."""
     counts = np.array([p["count"][0] for p in parts], dtype=np.float64)
     weights = (counts / counts.sum()).reshape((-1,) + (1,) * parts[0]["mean"].ndim)
     means = np.stack([p["mean"] for p in parts])
@@ -74,6 +105,7 @@ def _aggregate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         "mean": mean,
         "std": np.sqrt(np.maximum(second - mean**2, 0.0)),
         "count": np.array([int(counts.sum())]),
+        **{key: (weights * np.stack([p[key] for p in parts])).sum(0) for key in QUANTILES},
     }
 
 
@@ -158,7 +190,10 @@ class LeRobotDatasetWriter:
     Each episode: feature name -> (T, ...) array (numeric, or (T, H, W, 3) uint8 for images, stored
     as PNG in the data parquet files), plus its task text ("task" in a mapping, `instruction` of an
     `Episode`; None is written as the empty task ""). Every episode must have episode 0's features.
-    `episodes_per_file` splits the data into several files (all in one by default)."""
+    `names` gives info.json's per-element names of features (joints, axes: feature -> one name per
+    element of its first axis), which LeRobot's `aggregate_datasets` compares; features without
+    are named `<feature>.<i>`. `episodes_per_file` splits the data into several files (all in one
+    by default)."""
 
     def __init__(
         self,
@@ -166,6 +201,7 @@ class LeRobotDatasetWriter:
         fps: float,
         robot_type: str | None = None,
         episodes_per_file: int | None = None,
+        names: Mapping[str, Sequence[str]] | None = None,
     ):
         if not fps > 0:
             raise InputError(f"write_lerobot_dataset: fps must be positive, got {fps}")
@@ -176,6 +212,7 @@ class LeRobotDatasetWriter:
         self.root, self.robot_type = Path(root), robot_type
         self.fps = int(fps) if float(fps).is_integer() else float(fps)
         self.per_file = episodes_per_file
+        self.names = {name: list(values) for name, values in (names or {}).items()}
         self.spec: dict[str, dict] = {}  # info.json's features, from episode 0
         self._layout: dict[str, tuple] = {}  # episode 0's (shape per frame, dtype) per feature
         self.tasks: dict[str, int] = {}
@@ -216,7 +253,7 @@ class LeRobotDatasetWriter:
         i = len(self.episode_rows)
         arrays, task = episode_to_write(episode, i)
         if not self.spec:
-            self.spec = _feature_spec(arrays)
+            self.spec = _feature_spec(arrays, self.names)
             self._layout = {name: (value.shape[1:], value.dtype) for name, value in arrays.items()}
         if set(arrays) != set(self._layout):
             raise InputError(
@@ -280,12 +317,12 @@ class LeRobotDatasetWriter:
             "data/file_index": file_index,
             "dataset_from_index": self.frames,
             "dataset_to_index": self.frames + n,
-            "meta/episodes/chunk_index": 0,
-            "meta/episodes/file_index": 0,
         }
         for name, values in stats.items():
             for key, value in values.items():
                 row[f"stats/{name}/{key}"] = value.tolist()
+        # Last, as LeRobot orders the columns: appended episodes' files then share this schema.
+        row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         self.episode_rows.append(row)
         self.frames += n
 
@@ -327,17 +364,23 @@ def write_lerobot_dataset(
     fps: float,
     robot_type: str | None = None,
     episodes_per_file: int | None = None,
+    names: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write episodes as a LeRobotDataset v3.0 folder at `root` (replacing it atomically); see
     LeRobotDatasetWriter. `episodes` may be a generator: one episode is held at a time."""
-    with LeRobotDatasetWriter(root, fps, robot_type, episodes_per_file) as writer:
+    with LeRobotDatasetWriter(root, fps, robot_type, episodes_per_file, names) as writer:
         for episode in episodes:
             writer.add(episode)
     return Path(root)
 
 
-def _feature_spec(arrays: Mapping[str, np.ndarray]) -> dict[str, dict]:
-    """info.json's features, from the arrays of the first episode."""
+def _feature_spec(arrays: Mapping[str, np.ndarray], names: Mapping[str, list[str]]) -> dict[str, dict]:
+    """info.json's features, from the arrays of the first episode and the names given."""
+    unknown = sorted(set(names) - set(arrays))
+    if unknown:
+        raise InputError(
+            f"write_lerobot_dataset: names given for {unknown}, which are not features of episode 0: {sorted(arrays)}"
+        )
     spec = {}
     for name, value in arrays.items():
         if "/" in name or name in DEFAULT_FEATURES:
@@ -346,12 +389,21 @@ def _feature_spec(arrays: Mapping[str, np.ndarray]) -> dict[str, dict]:
             spec[name] = {
                 "dtype": "image",
                 "shape": list(value.shape[1:]),
-                "names": ["height", "width", "channels"],
+                "names": names.get(name, ["height", "width", "channels"]),
             }
         elif np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_:
             shape = list(value.shape[1:]) or [1]
-            names = [f"{name}.{i}" for i in range(shape[0])] if len(shape) == 1 and shape[0] > 1 else None
-            spec[name] = {"dtype": value.dtype.name, "shape": shape, "names": names}
+            given = names.get(name)
+            if given is not None and (
+                len(given) != shape[0] or not all(isinstance(n, str) and n for n in given)
+            ):
+                raise InputError(
+                    f"write_lerobot_dataset: names[{name!r}]: expected {shape[0]} non-empty strings, one per "
+                    f"element of its first axis (shape {shape}), got {len(given)}: {given!r:.120}"
+                )
+            if given is None and len(shape) == 1 and shape[0] > 1:
+                given = [f"{name}.{i}" for i in range(shape[0])]
+            spec[name] = {"dtype": value.dtype.name, "shape": shape, "names": given}
         else:
             raise InputError(f"write_lerobot_dataset: feature {name!r} has unsupported dtype {value.dtype}")
     return spec
