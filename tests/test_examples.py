@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from cvae_bridge import ConditionalVAE
+from cvae_bridge.data.lerobot import write_lerobot_dataset
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -74,3 +75,36 @@ def test_finetune_example_adapts_the_trained_model(trained, tmp_path, extra):
     after = ConditionalVAE.from_pretrained(model_dir).state_dict()
     assert before.keys() == after.keys()
     assert any(not (before[k] == after[k]).all() for k in before), "fine-tuning changed nothing"
+
+
+def test_policy_on_recorded_data_example_takes_the_sizes_from_the_recording(tmp_path, monkeypatch):
+    """A 6-joint recording without object poses, named by repo id under LeRobot's home."""
+    rng = np.random.default_rng(0)
+    episodes = [
+        {
+            "observation.state": rng.normal(size=(n, 6)).astype(np.float32),
+            "action": rng.normal(size=(n, 6)).astype(np.float32),
+            "task": "pick up the cube",
+        }
+        for n in (12, 10, 9)
+    ]
+    write_lerobot_dataset(tmp_path / "home" / "someone" / "arm", episodes, fps=30)
+    monkeypatch.setenv("HF_LEROBOT_HOME", str(tmp_path / "home"))
+    report = example("policy_on_recorded_data").main(
+        [
+            "--data",
+            "someone/arm",
+            "--steps",
+            "2",
+            "--chunk-size",
+            "4",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert report["frames"] == 31 and np.isfinite(report["l1"])
+    saved = json.loads((tmp_path / "run" / "model" / "run_config.json").read_text())
+    assert saved["model"]["conditions"]["qpos"]["shape"] == [6]
+    assert "env_state" not in saved["model"]["conditions"]

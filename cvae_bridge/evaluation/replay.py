@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..config import DatasetConfig, NonNegativeFloat, NonNegativeInt, PositiveInt, from_dict
 from ..data import build_source
+from ..data.lerobot.meta import dataset_root
 from ..data.robot import EpisodeSource, RobotDataConfig
 from ..errors import CheckpointError, ConfigError, InputError
 from ..hub import read_run_config
@@ -23,8 +24,9 @@ from ..utils.files import atomic_write_text
 
 
 def dataset_type(path: str | Path) -> str:
-    """ "lerobot" or "act_hdf5", from the folder's layout."""
-    folder = Path(path)
+    """ "lerobot" or "act_hdf5", from the folder's layout (a LeRobot repo id: its folder under
+    LeRobot's home)."""
+    folder = Path(path) if Path(path).exists() else dataset_root(path)
     if (folder / "meta" / "info.json").is_file():
         return "lerobot"
     if folder.is_dir() and any(folder.glob("episode_*.hdf5")):
