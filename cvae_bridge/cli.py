@@ -87,6 +87,19 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export_onnx
+
+    config = _command_config(ExportConfig, args, "export")
+    graph = export_onnx(config)
+    check = graph["check"]
+    print(
+        f"wrote {config.out} ({graph['kind']}, ONNX opset {graph['opset']}, batch size dynamic); ONNX Runtime "
+        f"vs PyTorch on {check['batch']} random examples: max |difference| {check['max_abs_difference']:.2g}"
+    )
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     from .evaluation.replay import ReplayConfig, replay_episodes
 
@@ -118,6 +131,13 @@ def _rollout(args: argparse.Namespace) -> int:
     out = Path(config.out or Path(config.model).parent / "rollout")
     print(markdown_table(report), end="")
     print(f"wrote {out / 'success.json'} and {out / 'success.md'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, launch_demo
+
+    launch_demo(_command_config(DemoConfig, args, "demo"))  # serves until Ctrl-C
     return 0
 
 
@@ -180,9 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands, overrides)
     _add_generate(commands, overrides)
     _add_evaluate(commands, overrides)
+    _add_export(commands, overrides)
     _add_replay(commands, overrides)
     _add_demos(commands, overrides)
     _add_rollout(commands, overrides)
+    _add_demo(commands, overrides)
     _add_listing(commands, overrides)
     _add_config(commands, overrides)
     return parser
@@ -234,6 +256,24 @@ def _add_evaluate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(run=_eval)
+
+
+def _add_export(commands: Any, overrides: argparse.ArgumentParser) -> None:
+    export = commands.add_parser(
+        "export",
+        parents=[overrides],
+        help="write the inference graph of a policy or a text-to-image model's decoder as ONNX",
+    )
+    export.add_argument("--model", required=True, help="a model folder written by training")
+    export.add_argument("--format", choices=["onnx"], required=True, help="the graph format")
+    export.add_argument("--out", required=True, help="the folder to write (replaced if it exists)")
+    export.add_argument(
+        "--instruction",
+        dest="instructions",
+        action="append",
+        help="a language-conditioned policy: an instruction it will be given (repeatable; stored with the graph)",
+    )
+    export.set_defaults(run=_export)
 
 
 def _add_replay(commands: Any, overrides: argparse.ArgumentParser) -> None:
@@ -362,6 +402,34 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
     rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")
     rollout.add_argument("--device", help=DEVICE_HELP)
     rollout.set_defaults(run=_rollout)
+
+
+def _add_demo(commands: Any, overrides: argparse.ArgumentParser) -> None:
+    demo = commands.add_parser(
+        "demo",
+        parents=[overrides],
+        help="serve a demo page (the demo extra): a gallery from prompts, rollout videos and success",
+    )
+    demo.add_argument("--model", help="a text-to-image model folder: the Generate tab")
+    demo.add_argument(
+        "--rollouts",
+        help="a folder `cvae-bridge rollout --out` wrote (success.json, videos under it): the Rollouts tab",
+    )
+    demo.add_argument(
+        "--prompt",
+        dest="prompts",
+        action="append",
+        help="a first prompt (repeatable; default: the model's training-run sample prompts)",
+    )
+    demo.add_argument("--num", type=_checked(PositiveInt), help="images per prompt at first (default: 4)")
+    demo.add_argument(
+        "--temperature", type=_checked(PositiveFloat), help="the temperature at first (> 0; default: 1)"
+    )
+    demo.add_argument("--seed", type=_checked(Seed), help="the seed at first (default: 0)")
+    demo.add_argument("--device", help=DEVICE_HELP)
+    demo.add_argument("--host", help="the address to serve on (default: 127.0.0.1; 0.0.0.0: the network)")
+    demo.add_argument("--port", type=int, help="the port (default: the first free one from 7860)")
+    demo.set_defaults(run=_demo)
 
 
 def _add_listing(commands: Any, overrides: argparse.ArgumentParser) -> None:

@@ -4,10 +4,14 @@ action chunk at batch 1 with one 480x640 camera, and the time of one training st
     python tools/act_benchmark.py                              # CPU, all cores
     python tools/act_benchmark.py --threads 1 --train-steps 0  # latency on one core only
     python tools/act_benchmark.py --device cuda
+    python tools/act_benchmark.py --onnx --train-steps 0       # ONNX Runtime beside PyTorch (the onnx extra)
 
 Latency: `ActionChunkPolicy.select_action` re-planning at every call (image conversion, model
 normalisation, the backbone, both transformers, z = 0), under torch.inference_mode; and the model's
-`sample` alone on a ready float image. Training: forward, backward and an AdamW step on a batch of
+`sample` alone on a ready float image. With --onnx the model is also exported (`cvae-bridge export
+--format onnx`, into a temporary folder) and the same two figures are measured with ONNX Runtime
+(`backend="onnxruntime"`, as many threads as PyTorch), the calls alternating with PyTorch's one by
+one so that both see the same load. Training: forward, backward and an AdamW step on a batch of
 8 (ACT's batch size). Weights are random: the timings do not depend on them. Figures are printed,
 nothing is asserted; on a shared machine compare them with the load average printed beside them.
 """
@@ -19,6 +23,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,24 +32,36 @@ import numpy as np
 import torch
 
 from cvae_bridge import ConditionalVAE
-from cvae_bridge.config import load_run_config
+from cvae_bridge.config import RunConfig, load_run_config
+from cvae_bridge.data.resolve import resolve_run_config
 from cvae_bridge.pipelines import ActionChunkPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = (480, 640)
+# An ALOHA sim dataset's features (`cvae-bridge demos --suite aloha --image-size 480 640`).
+ALOHA_FEATURES = {
+    "observation.state": {"dtype": "float32", "shape": [14]},
+    "observation.images.top": {"dtype": "image", "shape": [*CAMERA, 3]},
+    "action": {"dtype": "float32", "shape": [14]},
+}
 
 
-def timings(fn: Callable[[], object], warmup: int, calls: int, device: torch.device) -> list[float]:
-    """Seconds per call of `fn`, after `warmup` untimed calls."""
+def timings(
+    fns: dict[str, Callable[[], object]], warmup: int, calls: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, called in turn (one call of each per round, so that a
+    change in the machine's load reaches all alike), after `warmup` untimed rounds."""
     for _ in range(warmup):
-        fn()
-    seconds = []
+        for fn in fns.values():
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - start)
     return seconds
 
 
@@ -59,6 +76,20 @@ def cpu_name() -> str:
         return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown CPU"
+
+
+def onnx_policy(model: ConditionalVAE, config: RunConfig, folder: Path) -> ActionChunkPolicy:
+    """The model saved, exported to ONNX and loaded back with the onnxruntime backend."""
+    from cvae_bridge.export import ExportConfig, export_onnx
+
+    model.save_pretrained(folder / "model", config)
+    start = time.perf_counter()
+    graph = export_onnx(ExportConfig(model=str(folder / "model"), out=str(folder / "onnx")))
+    print(
+        f"onnx       exported in {time.perf_counter() - start:.0f} s, opset {graph['opset']}, max |ONNX Runtime - "
+        f"PyTorch| {graph['check']['max_abs_difference']:.2g} on {graph['check']['batch']} random examples"
+    )
+    return ActionChunkPolicy.from_pretrained(folder / "onnx", query_period=1, backend="onnxruntime")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         "--train-steps", type=int, default=20, help="timed training steps; 0 skips training (default: 20)"
     )
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--onnx", action="store_true", help="also time the exported ONNX graph in ONNX Runtime (CPU only)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    config = load_run_config(args.config)
+    # configs/act_aloha.yaml takes its sizes and camera from the data: an ALOHA sim dataset's here
+    config, _ = resolve_run_config(load_run_config(args.config), ALOHA_FEATURES)
     torch.manual_seed(0)
     model = ConditionalVAE(config.model)
     # Statistics that leave values as they are: timings do not depend on them.
@@ -111,15 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     batch, _ = policy.model_inputs(observation)
     chunk = policy.chunk_size
-    with torch.inference_mode():
-        cameras = f", {len(policy.images)} camera(s) of {CAMERA[0]}x{CAMERA[1]}" if policy.images else ""
-        print(f"latency per chunk of {chunk} actions, batch 1{cameras}")
-        print(
-            f"  select_action        {summary(timings(lambda: policy.select_action(observation), args.warmup, args.calls, device))}"
-        )
-        print(
-            f"  model.sample         {summary(timings(lambda: model.sample(batch, latent='mean'), args.warmup, args.calls, device))}"
-        )
+    calls = {
+        "select_action": lambda: policy.select_action(observation),
+        "model.sample": lambda: model.sample(batch, latent="mean"),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        if args.onnx:
+            onnx = onnx_policy(model, config, Path(folder))
+            cpu_batch = {name: value.cpu() for name, value in batch.items()}
+            calls["select_action, onnxruntime"] = lambda: onnx.select_action(observation)
+            calls["graph, onnxruntime"] = lambda: onnx.network(cpu_batch)
+        with torch.inference_mode():
+            cameras = f", {len(policy.images)} camera(s) of {CAMERA[0]}x{CAMERA[1]}" if policy.images else ""
+            print(f"latency per chunk of {chunk} actions, batch 1{cameras}")
+            for name, seconds in timings(calls, args.warmup, args.calls, device).items():
+                print(f"  {name:<28} {summary(seconds)}")
 
     if args.train_steps:
         model.train()
@@ -141,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        seconds = timings(step, warmup=3, calls=args.train_steps, device=device)
+        seconds = timings({"step": step}, warmup=3, calls=args.train_steps, device=device)["step"]
         print(f"training step, batch {size} (forward + backward + AdamW)")
         print(f"  step                 {summary(seconds)}")
     print(f"load       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) after")

@@ -248,6 +248,14 @@ class TextEncoder(Encoder):
 
     def forward(self, value: list[str] | tuple[str, ...], mask: torch.Tensor | None = None) -> Tokens:
         """`mask` (B,) bool, optional: False marks examples without a caption; all their tokens are masked."""
+        return self.project_features(*self.features(value, mask))
+
+    def features(
+        self, value: list[str] | tuple[str, ...], mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's outputs as the projection reads them: (B, N, H), laid out as `output`
+        says (the pooled token, the word tokens or both), and their mask (B, N). All of the text
+        part but the projection; an exported graph (cvae_bridge/export.py) starts after it."""
         if isinstance(value, str):
             raise InputError(
                 "text encoder: expected a list of captions, got a single string; wrap it in a list"
@@ -270,6 +278,10 @@ class TextEncoder(Encoder):
                     f"text encoder: expected a per-example mask of shape ({valid.shape[0]},), got {tuple(mask.shape)}"
                 )
             valid = valid & rearrange(mask.to(valid.device, torch.bool), "b -> b 1")
+        return hidden, valid
+
+    def project_features(self, hidden: torch.Tensor, valid: torch.Tensor) -> Tokens:
+        """`features`' outputs (B, N, H), (B, N) -> Tokens (B, N, D)."""
         x = self.project(hidden.to(self.project.weight.dtype))
         # Zero the padding so that a caption's tokens do not depend on the rest of the batch.
         return Tokens(x.masked_fill(~rearrange(valid, "b n -> b n 1"), 0.0), valid)

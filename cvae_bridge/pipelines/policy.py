@@ -24,6 +24,10 @@ the instruction as `batch["task"]` (a list of strings); the action then comes ba
 tensor (B, d), and `predict_action_chunk(batch)` gives the whole (B, k, d) chunk, as LeRobot's
 policies name it.
 
+The network call is the policy's only use of the model (`ChunkNetwork`): PyTorch's by default, or
+an exported ONNX graph run by ONNX Runtime (`from_pretrained(folder, backend="onnxruntime")`, see
+pipelines/onnx.py) with the same chunking, ensembling and query period.
+
 Replaying recorded episodes through a policy is evaluation's (`evaluation/replay.py`).
 """
 
@@ -33,7 +37,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -45,13 +49,50 @@ from ..model import ConditionalVAE
 from ..utils.pixels import frame_tensor, resize_images
 
 LEROBOT_TASK = "task"  # where a LeRobot batch carries the instruction
+Backend = Literal["torch", "onnxruntime"]
+
+
+class ChunkNetwork(Protocol):
+    """What the policy runs at a query step: model inputs -> the (B, k, d) action chunk on the CPU,
+    z = the prior mean, in the actions' units."""
+
+    action_key: str  # the model's action target
+    chunk_shape: tuple[int, int]  # (k, d)
+    input_kinds: dict[str, str]  # model input -> what it reads ("image", "text", "vector", ...)
+    device: torch.device  # where the policy puts input tensors
+
+    def __call__(self, batch: dict[str, Any]) -> torch.Tensor: ...
+
+
+class TorchChunkNetwork:
+    """The PyTorch model as the policy's network: `model.sample(batch, latent="mean")`."""
+
+    def __init__(self, model: ConditionalVAE):
+        if len(model.decoders) != 1 or next(iter(model.decoders.values())).output_kind != "action":
+            kinds = {n: d.output_kind for n, d in model.decoders.items()}
+            raise ConfigError(
+                f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {kinds}"
+            )
+        self.model = model.eval()
+        self.action_key, decoder = next(iter(model.decoders.items()))
+        self.chunk_shape = decoder.event_shape
+        self.input_kinds = {n: e.input_kind for n, e in model.condition_encoders.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model.sample(batch or None, latent="mean")[self.action_key].float().cpu()
 
 
 class ActionChunkPolicy:
     """Wraps a ConditionalVAE with one action-chunk target (k, d) into a step-by-step policy.
 
     Args:
-        model: the trained model; its single target is the action chunk.
+        model: the trained model; its single target is the action chunk. Or another network
+            that computes the chunk (ChunkNetwork: an exported graph); `self.model` is then None.
         features: model input name -> observation key (a dataset config's `features`; entries for
             the action target or for inputs the model lacks are ignored).
         image_size: [H, W] every image is resized to before the model sees it; None keeps it.
@@ -65,26 +106,23 @@ class ActionChunkPolicy:
 
     def __init__(
         self,
-        model: ConditionalVAE,
+        model: ConditionalVAE | ChunkNetwork,
         features: Mapping[str, str],
         image_size: Sequence[int] | None = None,
         instruction_key: str | None = None,
         query_period: int | None = None,
         temporal_ensemble: float | None = None,
     ):
-        if len(model.decoders) != 1 or next(iter(model.decoders.values())).output_kind != "action":
-            kinds = {n: d.output_kind for n, d in model.decoders.items()}
-            raise ConfigError(
-                f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {kinds}"
-            )
-        self.model = model.eval()
-        self.action_key, decoder = next(iter(model.decoders.items()))
-        self.chunk_size, self.action_dim = decoder.event_shape
+        self.model = model if isinstance(model, ConditionalVAE) else None
+        self.network = TorchChunkNetwork(model) if self.model is not None else model
+        self.action_key = self.network.action_key
+        self.chunk_size, self.action_dim = self.network.chunk_shape
         self.image_size = tuple(image_size) if image_size is not None else None
-        self.instruction_key = instruction_key if instruction_key in model.condition_encoders else None
+        kinds = self.network.input_kinds
+        self.instruction_key = instruction_key if instruction_key in kinds else None
         # model input -> observation key, and whether that input is a camera image
         self.inputs: dict[str, str] = {}
-        for name in model.condition_encoders:
+        for name in kinds:
             if name == self.instruction_key:
                 continue
             if name not in features:
@@ -92,7 +130,7 @@ class ActionChunkPolicy:
                     f"features: the model input {name!r} has no observation key; features: {dict(features)}"
                 )
             self.inputs[name] = features[name]
-        self.images = {n for n in self.inputs if model.condition_encoders[n].input_kind == "image"}
+        self.images = {n for n in self.inputs if kinds[n] == "image"}
 
         if temporal_ensemble is not None:
             if not (math.isfinite(temporal_ensemble) and temporal_ensemble >= 0):
@@ -122,10 +160,14 @@ class ActionChunkPolicy:
         temporal_ensemble: float | None = None,
         revision: str | None = None,
         cache_dir: str | Path | None = None,
+        backend: Backend = "torch",
     ) -> ActionChunkPolicy:
         """Load a model folder written by training, or a Hub repo id (the local Hugging Face cache
         first): the run config saved with it gives the observation keys, the image size and the
-        instruction key."""
+        instruction key. `backend="onnxruntime"`: a folder written by `cvae-bridge export --format
+        onnx`, its graph run by ONNX Runtime on the CPU."""
+        if backend not in ("torch", "onnxruntime"):
+            raise ConfigError(f"backend: expected 'torch' or 'onnxruntime', got {backend!r}")
         directory = resolve_folder(directory, revision, cache_dir)
         try:
             data = read_run_config(directory).data
@@ -137,7 +179,12 @@ class ActionChunkPolicy:
             raise CheckpointError(
                 f"{Path(directory) / RUN_CONFIG_NAME}: the model was trained on {data.type!r} data, not robot episodes"
             )
-        model = ConditionalVAE.from_pretrained(directory, device)
+        if backend == "onnxruntime":
+            from .onnx import OnnxChunkNetwork
+
+            model = OnnxChunkNetwork(directory, device)
+        else:
+            model = ConditionalVAE.from_pretrained(directory, device)
         return cls(
             model, data.features, data.image_size, data.instruction_key, query_period, temporal_ensemble
         )
@@ -188,11 +235,7 @@ class ActionChunkPolicy:
     ) -> torch.Tensor:
         """The (B, k, d) chunk of actions predicted from this observation (z = 0), as a torch
         tensor, without touching the stored chunks of `select_action` (LeRobot's name)."""
-        return self._chunk(self.model_inputs(observation, instruction)[0])
-
-    @torch.inference_mode()
-    def _chunk(self, batch: dict[str, Any]) -> torch.Tensor:
-        return self.model.sample(batch or None, latent="mean")[self.action_key].float().cpu()
+        return self.network(self.model_inputs(observation, instruction)[0])
 
     def _predict(self, observation: Mapping[str, Any], instruction: str | list[str] | None) -> torch.Tensor:
         """(B, k, d) actions from one observation, z = 0, on the CPU."""
@@ -203,7 +246,7 @@ class ActionChunkPolicy:
             raise InputError(
                 f"observation: {_environments(layout)} after {_environments(self.layout)} in this episode; call reset() between episodes"
             )
-        return self._chunk(batch)
+        return self.network(batch)
 
     def model_inputs(
         self, observation: Mapping[str, Any], instruction: str | list[str] | None = None
@@ -227,7 +270,7 @@ class ActionChunkPolicy:
             value = observation[key]
             if isinstance(value, torch.Tensor):
                 tensor, single = self._lerobot_input(name, key, value)
-                batch[name] = tensor.to(self.model.device)
+                batch[name] = tensor.to(self.network.device)
                 layouts[name] = (len(tensor), single)
                 continue
             value = np.asarray(value)
@@ -248,7 +291,7 @@ class ActionChunkPolicy:
                     -1, value.shape[-1]
                 )  # a copy: inputs may be read-only
                 single = value.ndim == 1
-            batch[name] = tensor.to(self.model.device)
+            batch[name] = tensor.to(self.network.device)
             layouts[name] = (len(tensor), single)
         if len(set(layouts.values())) > 1:
             raise InputError(
@@ -258,7 +301,7 @@ class ActionChunkPolicy:
         if self.instruction_key is None:
             if instruction is not None:
                 raise InputError(
-                    f"instruction: this model takes no instruction (its inputs: {sorted(self.model.condition_encoders)})"
+                    f"instruction: this model takes no instruction (its inputs: {sorted(self.network.input_kinds)})"
                 )
         else:
             if instruction is None:
