@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from PIL import Image
 
 from cvae_bridge.cli import main
 from cvae_bridge.config import RunConfig, TrainConfig, from_dict, load_run_config, read_yaml, to_dict
@@ -72,7 +73,6 @@ def test_train_writes_the_run_folder(trained):
 
 
 def test_generate_writes_a_grid(trained, tmp_path):
-    from PIL import Image
 
     out = tmp_path / "grid.png"
     assert (
@@ -128,7 +128,9 @@ def test_eval_writes_metrics(trained, tmp_path, monkeypatch, capsys):
     ]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * 0.6931471805599453))
     assert "| nll_nats |" in (tmp_path / "eval" / "metrics.md").read_text()
-    assert (tmp_path / "eval" / "grid.png").is_file()
+    # the two prompts' rows, each labelled, of grid_columns (8) images enlarged 14 times as generate's
+    grid = Image.open(tmp_path / "eval" / "grid.png")
+    assert grid.size[0] == 8 * (8 * 14 + 4) and grid.size[1] > 2 * (8 * 14 + 4)
 
 
 def test_list_shows_registered_components(capsys):

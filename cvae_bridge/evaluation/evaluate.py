@@ -39,9 +39,8 @@ from ..diagnostics import latent_diagnostics
 from ..errors import ConfigError
 from ..hub import read_run_config
 from ..model import ConditionalVAE
-from ..samples import grid_samples, image_targets, text_conditions
+from ..samples import image_targets, save_sample_grid, text_conditions
 from ..utils.files import atomic_write_text
-from ..utils.pixels import save_image_grid
 from ..utils.runtime import keep_freed_memory
 from .classifier import load_or_train_classifier
 from .diversity import pairwise_diversity
@@ -82,9 +81,7 @@ def evaluate(
         bar.update()
 
     bar.set_postfix_str("pictures")
-    grid = grid_samples(model, config.eval, split)
-    if grid is not None:
-        save_image_grid(grid, out_dir / "grid.png", config.eval.grid_columns)
+    save_sample_grid(model, config.eval, split, out_dir / "grid.png")
     start = time.perf_counter()
     # Training writes log.jsonl into the run folder, the model folder's parent.
     metrics["pictures"], notes = write_pictures(model, split, out_dir, Path(model_dir).parent / "log.jsonl")

@@ -42,9 +42,8 @@ from ..diagnostics import training_diagnostics
 from ..errors import CheckpointError, ConfigError, DependencyError, InputError, NonFiniteLossError
 from ..hub import save_pretrained
 from ..model import ConditionalVAE
-from ..samples import grid_samples
+from ..samples import save_sample_grid
 from ..utils.files import atomic_write_text, folder_lock
-from ..utils.pixels import save_image_grid
 from ..utils.runtime import keep_freed_memory
 from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
 from .ema import EMA
@@ -488,9 +487,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _write_samples(self, model: ConditionalVAE, path: Path) -> None:
-        images = grid_samples(model, self.config.eval, self.eval_set)
-        if images is not None:
-            save_image_grid(images, path, self.config.eval.grid_columns)
+        save_sample_grid(model, self.config.eval, self.eval_set, path)
 
     def _export(self, step: int | None = None) -> Path:
         """save_pretrained into output_dir/model (EMA weights if enabled, LoRA adapters merged)
