@@ -1,19 +1,41 @@
-"""A3: ACT's default image config (configs/act_aloha.yaml): parameter count, inference latency per
-action chunk at batch 1 with one 480x640 camera, and the time of one training step.
+"""A3: ACT's default image config (configs/act_aloha.yaml) against ACT's original network
+(tools/act_reference.py), in one process: parameters, FLOPs per action chunk, the machine's
+measured peak, latency at batch 1 with one 480x640 camera, the fraction of the peak each reaches,
+where the time goes by part, and one training step at batch 8.
 
     python tools/act_benchmark.py                              # CPU, all cores
+    python tools/act_benchmark.py --train-steps 1 --calls 3    # a quick look
     python tools/act_benchmark.py --threads 1 --train-steps 0  # latency on one core only
     python tools/act_benchmark.py --device cuda
     python tools/act_benchmark.py --onnx --train-steps 0       # ONNX Runtime beside PyTorch (the onnx extra)
 
+FLOPs: torch.utils.flop_counter.FlopCounterMode over one call (matrix products, convolutions and
+attention; a multiply-add is 2), with PyTorch's fused transformer fast path off (its kernels hide
+their matrix products from the counter), and two of the counter's formulas corrected: attention on
+a CPU is counted (it knows only the GPU kernels), and a grouped convolution's backward is (it leaves
+out the groups: a depthwise convolution's came out a channel count too high). Peak: the best of a
+few runs of a 4096x4096 fp32 matrix product and of a large 3x3 convolution, in this process with
+the same threads; the fraction of peak is FLOPs / median latency / the larger of the two.
+
 Latency: `ActionChunkPolicy.select_action` re-planning at every call (image conversion, model
-normalisation, the backbone, both transformers, z = 0), under torch.inference_mode; and the model's
-`sample` alone on a ready float image. With --onnx the model is also exported (`cvae-bridge export
---format onnx`, into a temporary folder) and the same two figures are measured with ONNX Runtime
-(`backend="onnxruntime"`, as many threads as PyTorch), the calls alternating with PyTorch's one by
-one so that both see the same load. Training: forward, backward and an AdamW step on a batch of
-8 (ACT's batch size). Weights are random: the timings do not depend on them. Figures are printed,
-nothing is asserted; on a shared machine compare them with the load average printed beside them.
+normalisation, the backbone, both transformers, z = 0), under torch.inference_mode; the model's
+`sample` alone on a ready float image; and the reference's forward on a ready normalised image.
+The calls alternate one by one, so that a change in the machine's load reaches all alike. With
+--onnx the model is also exported (`cvae-bridge export --format onnx`, into a temporary folder) and
+timed in ONNX Runtime (`backend="onnxruntime"`, as many threads as PyTorch) among the others.
+
+Parts (--profile): one torch.profiler session over a few calls of `model.sample` and of the
+reference, alternating, split into backbone (the CNN), encoder and decoder (the transformer's
+halves) and the rest, each with its FLOPs and its top operators by self time. The parts are found
+by module, in both models alike: forward hooks installed here open and close a record_function
+label around them (and count their FLOPs), nothing in either model changes. As in ACT's code, the
+reference computes all 7 decoder layers and reads the first one's output.
+
+Training: forward, backward and an AdamW step at batch 8 (ACT's batch size) for both, alternating;
+the reference with ACT's loss (L1 + 10 KL) through its CVAE encoder, cvae_bridge with its own; the
+first step of each is counted for FLOPs and not timed. Weights are random: the timings do not
+depend on them. Figures are printed, nothing is asserted; on a shared machine compare them with
+the load average printed beside them.
 """
 
 from __future__ import annotations
@@ -25,11 +47,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from act_reference import ACTReference  # tools/act_reference.py, beside this script
+from torch import nn
+from torch.profiler import ProfilerActivity, record_function
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
 
 from cvae_bridge import ConditionalVAE
 from cvae_bridge.config import RunConfig, load_run_config
@@ -44,6 +74,102 @@ ALOHA_FEATURES = {
     "observation.images.top": {"dtype": "image", "shape": [*CAMERA, 3]},
     "action": {"dtype": "float32", "shape": [14]},
 }
+OURS, THEIRS = "cvae_bridge", "reference (ACT)"
+REFERENCE = f"{THEIRS} forward"  # its latency row
+PARTS = (
+    "backbone",
+    "encoder",
+    "decoder",
+)  # the CNN and the transformer's two halves; the remainder is "rest"
+PROFILED_CALLS = 3
+aten = torch.ops.aten
+
+
+def _attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _conv_backward_flops(
+    grad_out,
+    x,
+    weight,
+    bias,
+    stride,
+    padding,
+    dilation,
+    transposed,
+    output_padding,
+    groups,
+    output_mask,
+    **kwargs,
+) -> int:
+    # output_mask: which of the gradients of input, weight and bias are computed
+    return flop_counter.conv_flop_count(x, weight, grad_out, transposed) * (output_mask[0] + output_mask[1])
+
+
+# Corrections to FlopCounterMode's formulas: it counts scaled_dot_product_attention's GPU kernels
+# only (here the CPU one too), and its convolution backward leaves out `groups`, which overcounts a
+# depthwise convolution's by its channel count (here the forward's count per gradient, as it is).
+FLOP_FORMULAS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops,
+    aten.convolution_backward: _conv_backward_flops,
+}
+
+
+@contextmanager
+def around(
+    parts: dict[str, list[nn.Module]], enter: Callable[[str], None], leave: Callable[[str], None]
+) -> Iterator[None]:
+    """Calls enter(part) before and leave(part) after each forward call of a part's modules."""
+
+    def hooks(part: str) -> tuple[Callable[..., None], Callable[..., None]]:
+        def before(module: nn.Module, args: object) -> None:
+            enter(part)
+
+        def after(module: nn.Module, args: object, output: object) -> None:
+            leave(part)
+
+        return before, after
+
+    handles = []
+    for part, modules in parts.items():
+        before, after = hooks(part)
+        for module in modules:
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_flops(fn: Callable[[], object], parts: dict[str, list[nn.Module]] | None = None) -> dict[str, int]:
+    """Floating-point operations of one call of `fn` (matrix products, convolutions, attention; a
+    multiply-add is 2): "total", and for each of `parts` what its modules' forward calls did. The
+    transformer fast path is off meanwhile: its fused kernels are invisible to the counter."""
+    counts: dict[str, int] = defaultdict(int)
+    starts: list[int] = []
+
+    def enter(part: str) -> None:
+        starts.append(counter.get_total_flops())
+
+    def leave(part: str) -> None:
+        counts[part] += counter.get_total_flops() - starts.pop()
+
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+        with counter, around(parts or {}, enter, leave):
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+    return {"total": counter.get_total_flops(), **counts}
 
 
 def timings(
@@ -54,6 +180,8 @@ def timings(
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(calls):
         for name, fn in fns.items():
@@ -65,9 +193,60 @@ def timings(
     return seconds
 
 
-def summary(seconds: list[float]) -> str:
-    p90 = float(np.percentile(seconds, 90))
-    return f"median {statistics.median(seconds) * 1e3:8.1f} ms   p90 {p90 * 1e3:8.1f} ms   ({len(seconds)} calls)"
+@torch.inference_mode()
+def peak_rates(device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s of a 4096x4096 fp32 matrix product and of a 3x3 convolution (256 -> 256 channels on
+    4 x 60 x 80), the best of `repeats` timed runs each, after the untimed one that counts them."""
+    a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
+    images, weight = torch.randn(4, 256, 60, 80, device=device), torch.randn(256, 256, 3, 3, device=device)
+    cases = {
+        "matmul 4096x4096 fp32": lambda: a @ b,
+        "conv 3x3 256ch 4x60x80": lambda: F.conv2d(images, weight, padding=1),
+    }
+    rates = {}
+    for name, fn in cases.items():
+        flops = count_flops(fn)["total"]
+        rates[name] = flops / min(timings({name: fn}, 0, repeats, device)[name]) / 1e9
+    return rates
+
+
+def part_times(
+    calls: dict[str, Callable[[], object]], parts: dict[str, dict[str, list[nn.Module]]], device: torch.device
+) -> dict[str, dict[str, dict[str, float]]]:
+    """For each model (the keys of both): milliseconds per call by part (PARTS and "rest") and, within
+    a part, by operator (self time: CPU time on a CPU, kernel time on a GPU), from one torch.profiler
+    session over PROFILED_CALLS calls of each, alternating. A part's time outside any operator
+    (Python, hooks) is listed as "(between operators)"."""
+    ranges: list[record_function] = []
+
+    def enter(part: str) -> None:
+        ranges.append(record_function(part).__enter__())
+
+    def leave(part: str) -> None:
+        ranges.pop().__exit__(None, None, None)
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    every_part = {part: [module for model in parts.values() for module in model[part]] for part in PARTS}
+    with torch.profiler.profile(activities=activities) as profiler, around(every_part, enter, leave):
+        for _ in range(PROFILED_CALLS):
+            for model, fn in calls.items():
+                with record_function(model):
+                    fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+    times = {model: {part: defaultdict(float) for part in (*PARTS, "rest")} for model in calls}
+    for event in profiler.events():
+        part, ancestor = None, event
+        while ancestor is not None and ancestor.name not in calls:
+            if part is None and ancestor.name in PARTS:
+                part = ancestor.name
+            ancestor = ancestor.cpu_parent
+        if ancestor is None:  # the profiler's own events, or kernels listed apart from their operators
+            continue
+        spent = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        name = "(between operators)" if event.name in (*PARTS, *calls) else event.name
+        times[ancestor.name][part or "rest"][name] += spent / PROFILED_CALLS / 1e3
+    return times
 
 
 def cpu_name() -> str:
@@ -92,6 +271,47 @@ def onnx_policy(model: ConditionalVAE, config: RunConfig, folder: Path) -> Actio
     return ActionChunkPolicy.from_pretrained(folder / "onnx", query_period=1, backend="onnxruntime")
 
 
+def print_rates(title: str, seconds: dict[str, list[float]], flops: dict[str, int], peak: float) -> None:
+    """A table: GFLOP per call, median and p90 time, GFLOP/s at the median, its fraction of `peak`."""
+    print(title)
+    print(f"  {'':<28} {'GFLOP':>7} {'median ms':>10} {'p90 ms':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    for name, values in seconds.items():
+        median, p90 = statistics.median(values), float(np.percentile(values, 90))
+        rate = flops[name] / median / 1e9
+        print(
+            f"  {name:<28} {flops[name] / 1e9:7.1f} {median * 1e3:10.1f} {p90 * 1e3:8.1f} {rate:8.1f} {rate / peak:8.1%}"
+        )
+
+
+def print_parts(
+    times: dict[str, dict[str, dict[str, float]]], flops: dict[str, dict[str, int]], top: int = 4
+) -> None:
+    """Per model (the keys of both): each part's profiled ms, share, GFLOP and GFLOP/s; then each
+    part's `top` operators by self time."""
+    print(f"time per part (torch.profiler, {PROFILED_CALLS} calls each, ms per call)")
+    print(f"  {'':<9}" + "".join(f"   {model:<32}" for model in times))
+    print(f"  {'part':<9}" + f"   {'ms':>8} {'share':>6} {'GFLOP':>7} {'GFLOP/s':>8}" * len(times))
+    rows: dict[str, list[str]] = defaultdict(list)
+    for model, parts in times.items():
+        ms = {part: sum(ops.values()) for part, ops in parts.items()}
+        ms["total"] = sum(ms.values())
+        counted = {part: flops[model].get(part, 0) for part in PARTS}
+        counted["rest"] = flops[model]["total"] - sum(counted.values())
+        counted["total"] = flops[model]["total"]
+        for part, spent in ms.items():
+            gflop = counted[part] / 1e9
+            rows[part].append(
+                f"   {spent:8.1f} {spent / ms['total']:6.1%} {gflop:7.1f} {gflop / spent * 1e3:8.1f}"
+            )
+    for part, cells in rows.items():
+        print(f"  {part:<9}" + "".join(cells))
+    print("  top operators per part (self time, ms per call)")
+    for model, parts in times.items():
+        for part, ops in parts.items():
+            ranked = sorted(ops.items(), key=lambda item: -item[1])[:top]
+            print(f"    {model:<16} {part:<9} " + ", ".join(f"{name} {ms:.1f}" for name, ms in ranked))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="split the inference time by part with torch.profiler (default: on)",
+    )
+    parser.add_argument(
         "--onnx", action="store_true", help="also time the exported ONNX graph in ONNX Runtime (CPU only)"
     )
     args = parser.parse_args(argv)
@@ -126,14 +352,27 @@ def main(argv: list[str] | None = None) -> int:
         {n: (torch.zeros(m.mean.shape), torch.ones(m.std.shape)) for n, m in model.normalizers.items()}
     )
     model.to(device)
+    reference = ACTReference().to(device).eval()
     print(f"config     {args.config}")
     print(
         f"machine    {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, device {device}"
     )
     print(f"load       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) before")
+    rates = peak_rates(device)
+    peak = max(rates.values())
+    print(
+        "peak       "
+        + ", ".join(f"{name} {rate:.1f} GFLOP/s" for name, rate in rates.items())
+        + " (best of 3)"
+    )
     print(f"parameters {sum(p.numel() for p in model.parameters()):,}")
     for name, part in model.named_children():
         print(f"  {name:<20} {sum(p.numel() for p in part.parameters()):>12,}")
+    print(
+        f"  reference (ACT)      {sum(p.numel() for p in reference.parameters()):>12,}"
+        f"  (ResNet-18 {sum(p.numel() for p in reference.backbone.parameters()):,}; as in ACT's code all"
+        " 7 decoder layers run and the first one's output is read)"
+    )
 
     # One environment: a qpos vector per vector input, a uint8 camera frame per image input.
     policy = ActionChunkPolicy(model, config.data.features, config.data.image_size, query_period=1)
@@ -146,9 +385,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     batch, _ = policy.model_inputs(observation)
     chunk = policy.chunk_size
+    qpos, image = torch.randn(1, 14, device=device), torch.randn(1, 3, *CAMERA, device=device)
     calls = {
         "select_action": lambda: policy.select_action(observation),
         "model.sample": lambda: model.sample(batch, latent="mean"),
+        REFERENCE: lambda: reference(qpos, image),
+    }
+    # The parts to split time and FLOPs by: the CNN, the transformer's encoder and decoder.
+    action = model.decoders[policy.action_key]
+    parts = {
+        OURS: {
+            "backbone": [model.condition_encoders[name].backbone for name in policy.images],
+            "encoder": [action.encoder],
+            "decoder": [action.decoder],
+        },
+        THEIRS: {
+            "backbone": [reference.backbone],
+            "encoder": [reference.transformer.encoder],
+            "decoder": [reference.transformer.decoder],
+        },
     }
     with tempfile.TemporaryDirectory() as folder:
         if args.onnx:
@@ -157,17 +412,34 @@ def main(argv: list[str] | None = None) -> int:
             calls["select_action, onnxruntime"] = lambda: onnx.select_action(observation)
             calls["graph, onnxruntime"] = lambda: onnx.network(cpu_batch)
         with torch.inference_mode():
+            counts = {
+                OURS: count_flops(calls["model.sample"], parts[OURS]),
+                THEIRS: count_flops(calls[REFERENCE], parts[THEIRS]),
+            }
+            ours, theirs = counts[OURS]["total"], counts[THEIRS]["total"]
+            flops = {name: theirs if name == REFERENCE else ours for name in calls}
+            seconds = timings(calls, args.warmup, args.calls, device)
             cameras = f", {len(policy.images)} camera(s) of {CAMERA[0]}x{CAMERA[1]}" if policy.images else ""
-            print(f"latency per chunk of {chunk} actions, batch 1{cameras}")
-            for name, seconds in timings(calls, args.warmup, args.calls, device).items():
-                print(f"  {name:<28} {summary(seconds)}")
+            print_rates(
+                f"latency per chunk of {chunk} actions, batch 1{cameras} ({args.calls} calls each, alternating)",
+                seconds,
+                flops,
+                peak,
+            )
+            median = {name: statistics.median(values) for name, values in seconds.items()}
+            print(
+                f"  cvae_bridge / reference: select_action {median['select_action'] / median[REFERENCE]:.2f}, "
+                f"model.sample {median['model.sample'] / median[REFERENCE]:.2f} (medians); FLOPs {ours / theirs:.2f}"
+            )
+            if args.profile:
+                sample = {OURS: calls["model.sample"], THEIRS: calls[REFERENCE]}
+                times = part_times(sample, parts, device)
+                print_parts(times, counts)
 
     if args.train_steps:
         model.train()
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-        )
-        size, action = args.batch_size, model.decoders[policy.action_key]
+        reference.train()
+        size = args.batch_size
         train_batch = {
             name: torch.rand(size, 3, *CAMERA, device=device)
             if name in policy.images
@@ -176,15 +448,47 @@ def main(argv: list[str] | None = None) -> int:
         }
         train_batch[policy.action_key] = torch.randn(size, *action.event_shape, device=device)
         train_batch[f"{policy.action_key}_mask"] = torch.ones(size, chunk, dtype=torch.bool, device=device)
+        # ACT's inputs: qpos, a normalised image, the action chunk and its padding (none)
+        act_batch = {
+            "qpos": torch.randn(size, 14, device=device),
+            "image": torch.randn(size, 3, *CAMERA, device=device),
+            "actions": torch.randn(size, reference.query_embed.num_embeddings, 14, device=device),
+            "is_pad": torch.zeros(
+                size, reference.query_embed.num_embeddings, dtype=torch.bool, device=device
+            ),
+        }
+        lr, decay = config.train.lr, config.train.weight_decay
+        optimizers = {
+            OURS: torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay),
+            THEIRS: torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=decay),
+        }
+        losses = {
+            OURS: lambda: model(train_batch)["loss"],
+            THEIRS: lambda: reference.loss(**act_batch)["loss"],
+        }
 
-        def step() -> None:
-            model(train_batch)["loss"].backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        def step(name: str) -> Callable[[], None]:
+            def run() -> None:
+                losses[name]().backward()
+                optimizers[name].step()
+                optimizers[name].zero_grad(set_to_none=True)
 
-        seconds = timings({"step": step}, warmup=3, calls=args.train_steps, device=device)["step"]
-        print(f"training step, batch {size} (forward + backward + AdamW)")
-        print(f"  step                 {summary(seconds)}")
+            return run
+
+        steps = {name: step(name) for name in losses}
+        step_flops = {name: count_flops(fn)["total"] for name, fn in steps.items()}  # the untimed first steps
+        seconds = timings(steps, warmup=0, calls=args.train_steps, device=device)
+        print_rates(
+            f"training step, batch {size} (forward + backward + AdamW; {args.train_steps} steps each, alternating)",
+            seconds,
+            step_flops,
+            peak,
+        )
+        median = {name: statistics.median(values) for name, values in seconds.items()}
+        print(
+            f"  cvae_bridge / reference: {median[OURS] / median[THEIRS]:.2f} (medians); "
+            f"FLOPs {step_flops[OURS] / step_flops[THEIRS]:.2f}"
+        )
     print(f"load       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) after")
     return 0
 
