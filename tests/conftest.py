@@ -123,6 +123,16 @@ def build(name: str, seed: int = 0) -> ConditionalVAE:
     return model
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny models (`pytestmark = pytest.mark.usefixtures("one_thread")`): two
+    intra-op threads only spin against each other, many times slower on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=sorted(TINY_CONFIGS))
 def tiny(request):
     return request.param

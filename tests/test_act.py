@@ -25,14 +25,7 @@ K = 8
 FEATURES = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: intra-op threads only spin against each other (20x slower on two
-    shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_act(chunk=K, dim=2, image=True):

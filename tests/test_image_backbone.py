@@ -20,12 +20,7 @@ from cvae_bridge.training import build_optimizer
 SIZE = [48, 64]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def policy_config(**camera) -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import ALOHA_SIM_FEATURES, CONFIGS
 
 from cvae_bridge.cli import main
@@ -32,13 +31,7 @@ QUIET = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models and batches: intra-op threads only spin against each other on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def needs(*modules):

@@ -24,14 +24,7 @@ CAPTIONS = ["a cat", "a small dog sitting on a very long red mat in the afternoo
 LONG = " ".join(["word"] * 200)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The work here is tiny: two intra-op threads only spin against each other (20x slower
-    when the two cores are shared with other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(**fields) -> TextEncoder:

@@ -125,14 +125,7 @@ def test_extractor_normalises_like_efficientnet_lite(extractor):
 # --- faithfulness classifier ------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny 8x8 convolutions run fastest on one thread: with more, threading overhead dominates
-    (and OpenMP spin-waiting makes it many times slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
