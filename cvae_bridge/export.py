@@ -53,7 +53,7 @@ from .pipelines.onnx import (
     text_feeds,
     text_input_names,
 )
-from .pipelines.policy import ActionChunkPolicy
+from .pipelines.policy import ActionChunkPolicy, robot_data_of
 from .pipelines.text_to_image import TextToImagePipeline
 from .utils.files import atomic_directory
 from .version import __version__
@@ -218,16 +218,7 @@ def _prepare(model: ConditionalVAE, folder: Path, config: ExportConfig) -> _Expo
 
 
 def _policy(model: ConditionalVAE, folder: Path, instructions: list[str]) -> _Export:
-    try:
-        data = read_run_config(folder).data
-    except CheckpointError as error:
-        raise CheckpointError(
-            f"{error}; exporting a policy needs it (observation keys, image size)"
-        ) from error
-    if not hasattr(data, "features"):
-        raise CheckpointError(
-            f"{folder / RUN_CONFIG_NAME}: the model was trained on {data.type!r} data, not robot episodes"
-        )
+    data = robot_data_of(folder, "exporting a policy needs it (observation keys, image size)")
     policy = ActionChunkPolicy(model, data.features, data.image_size, data.instruction_key)
     inputs: dict[str, torch.Tensor] = {}
     kinds: dict[str, tuple[str | None, str]] = {}

@@ -87,6 +87,20 @@ class TorchChunkNetwork:
         return self.model.sample(batch or None, latent="mean")[self.action_key].float().cpu()
 
 
+def robot_data_of(directory: str | Path, without: str) -> Any:
+    """The robot-episode data config a model folder was trained on (its observation keys, image
+    size, instruction key); `without`: what to do when the folder has no run config."""
+    try:
+        data = read_run_config(directory).data
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}; {without}") from error
+    if not hasattr(data, "features"):
+        raise CheckpointError(
+            f"{Path(directory) / RUN_CONFIG_NAME}: the model was trained on {data.type!r} data, not robot episodes"
+        )
+    return data
+
+
 class ActionChunkPolicy:
     """Wraps a ConditionalVAE with one action-chunk target (k, d) into a step-by-step policy.
 
@@ -169,16 +183,9 @@ class ActionChunkPolicy:
         if backend not in ("torch", "onnxruntime"):
             raise ConfigError(f"backend: expected 'torch' or 'onnxruntime', got {backend!r}")
         directory = resolve_folder(directory, revision, cache_dir)
-        try:
-            data = read_run_config(directory).data
-        except CheckpointError as error:
-            raise CheckpointError(
-                f"{error}; build ActionChunkPolicy(model, features, ...) with the observation keys instead"
-            ) from error
-        if not hasattr(data, "features"):
-            raise CheckpointError(
-                f"{Path(directory) / RUN_CONFIG_NAME}: the model was trained on {data.type!r} data, not robot episodes"
-            )
+        data = robot_data_of(
+            directory, "build ActionChunkPolicy(model, features, ...) with the observation keys instead"
+        )
         if backend == "onnxruntime":
             from .onnx import OnnxChunkNetwork
 
