@@ -464,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cvae-bridge: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`cvae-bridge config --explain | head`): stop quietly, as `cat`
+        # does; stdout is pointed at /dev/null so that flushing it at exit raises nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """The `cvae-bridge` command end to end on a tiny text-to-image model (sklearn digits)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -226,3 +230,18 @@ def test_a_device_the_machine_lacks_is_named(monkeypatch):
     assert checked_device("auto") == torch.device("cuda")
     with pytest.raises(ConfigError, match="has 1 CUDA device"):
         checked_device("cuda:1")
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly():
+    """`cvae-bridge config --explain | head`: no BrokenPipeError traceback, the status of SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cvae_bridge.cli", "config", "--explain"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 128 + signal.SIGPIPE and b"Traceback" not in done.stderr, done.stderr[-2000:]
