@@ -434,3 +434,24 @@ def test_instruction_variant_builds_and_takes_the_task_text():
     policy.reset()
     with pytest.raises(InputError, match="conditioned on 'instruction'; pass the task text"):
         policy.select_action(observation)
+
+
+def test_action_decoder_at_inference_drops_only_a_mask_that_hides_nothing():
+    """Without gradients a mask with no padded token is left out (a faster attention): the same
+    chunk; a mask that pads tokens still hides them."""
+    from cvae_bridge.modalities.action import ActionDecoder, ActionDecoderConfig
+    from cvae_bridge.modalities.base import Tokens
+
+    torch.manual_seed(0)
+    config = ActionDecoderConfig(dim=2, chunk_size=K, encoder_layers=1, decoder_layers=1, heads=2, ff_dim=32)
+    decoder = ActionDecoder(config, d_model=16, latent_dim=4, conditioned=True).eval()
+    z, tokens = torch.randn(2, 4), torch.randn(2, 5, 16)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    masked = decoder(z, Tokens(tokens, valid)).detach()  # with gradients: the mask is passed
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(z, Tokens(tokens, valid)), masked)
+        valid[:, -2:] = False
+        padded = decoder(z, Tokens(tokens, valid))
+        tokens[:, -2:] = 100.0  # hidden tokens do not count
+        torch.testing.assert_close(decoder(z, Tokens(tokens, valid)), padded)
+        assert not torch.allclose(padded, masked, atol=1e-3)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cvae_bridge import ConditionalVAE, ModelConfig, from_dict
+from cvae_bridge import ConditionalVAE, ModelConfig, RunConfig, from_dict
 from cvae_bridge.config import TrainConfig
 from cvae_bridge.errors import CheckpointError, ConfigError
+from cvae_bridge.export import ExportConfig, export_onnx
 from cvae_bridge.imagenet import ResNet18, imagenet_normalize, load_efficientnet_lite0
 from cvae_bridge.modalities.image_backbone import ImageBackboneConfig, ImageBackboneEncoder
 from cvae_bridge.pipelines import ActionChunkPolicy
@@ -205,3 +206,98 @@ def test_policy_feeds_camera_frames_to_the_backbone():
         {"observation.state": np.zeros(3, np.float32), "observation.images.top": frame}
     )
     assert action.shape == (2,) and np.isfinite(action).all()
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("size, shape", [(SIZE, SIZE), (None, [47, 63])])
+def test_folded_backbone_gives_the_unfolded_features(size, shape):
+    """Without gradients the trunk runs with batch norm folded into its convolutions (and "SAME"
+    padding as a zero tap where a stride-2 convolution meets an even side; odd sides pad alike)."""
+    encoder = ImageBackboneEncoder(ImageBackboneConfig(stride=32, size=size), d_model=32)
+    images = imagenet_normalize(torch.rand(2, 3, *shape))
+    unfolded = encoder.backbone(images)  # with gradients: the modules as they are
+    with torch.no_grad():
+        folded = encoder.backbone(images)
+    with torch.inference_mode():
+        again = encoder.backbone(images)
+    assert folded.shape == unfolded.shape == again.shape
+    assert relative_difference(folded, unfolded) < 1e-4 and torch.equal(folded, again)
+
+
+def test_folding_leaves_the_weights_and_follows_their_changes():
+    encoder = ImageBackboneEncoder(ImageBackboneConfig(stride=16, size=SIZE, finetune=True), d_model=32)
+    backbone = encoder.backbone
+    saved = {k: v.clone() for k, v in encoder.state_dict().items()}
+    images = imagenet_normalize(torch.rand(2, 3, *SIZE))
+    with torch.no_grad():
+        before = backbone(images)
+    state = encoder.state_dict()
+    assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+
+    # a fine-tuning step's update, and a load, reach the next folded call
+    norm = next(m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.mul_(1.5)
+        norm.running_mean.add_(0.5)
+        changed = backbone(images)
+        assert relative_difference(changed, before) > 1e-3
+        assert relative_difference(changed, backbone.head(backbone.blocks(backbone.stem(images)))) < 1e-4
+        encoder.load_state_dict(saved)
+        assert relative_difference(backbone(images), before) < 1e-6
+
+
+def test_finetuned_backbone_trains_with_batch_norm_unfolded():
+    model = ConditionalVAE(from_dict(ModelConfig, policy_config(finetune=True))).train()
+    backbone = model.condition_encoders["top"].backbone
+    conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    ran = []
+    for norm in norms:
+        norm.register_forward_hook(lambda module, inputs, output: ran.append(module))
+    model(batch(), step=0)["loss"].backward()
+    assert len(ran) == len(norms) and not backbone._folded  # each batch norm ran, nothing was folded
+    assert conv.weight.grad is not None and not any(n.weight.requires_grad for n in norms)
+
+
+def test_policy_chunk_is_the_unfolded_models(monkeypatch):
+    model = ConditionalVAE(from_dict(ModelConfig, policy_config())).eval()
+    model.set_normalization(
+        {"qpos": (torch.zeros(3), torch.ones(3)), "action": (torch.zeros(2), torch.ones(2))}
+    )
+    features = {"qpos": "observation.state", "top": "observation.images.top", "action": "action"}
+    policy = ActionChunkPolicy(model, features, image_size=SIZE)
+    rng = np.random.default_rng(0)
+    observation = {
+        "observation.state": rng.normal(size=3).astype(np.float32),
+        "observation.images.top": rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8),
+    }
+    chunk = policy.predict_action_chunk(observation)
+    backbone = model.condition_encoders["top"].backbone
+    monkeypatch.setattr(backbone, "forward", lambda x: backbone.head(backbone.blocks(backbone.stem(x))))
+    unfolded = policy.predict_action_chunk(observation)
+    assert relative_difference(chunk, unfolded) < 1e-4
+
+
+def test_exports_to_onnx_through_the_unfolded_modules(tmp_path):
+    """torch.export traces the modules as they are (the folded weights are kept outside them);
+    export_onnx checks ONNX Runtime's chunks against PyTorch's, which run folded."""
+    config = policy_config(stride=8)
+    model = ConditionalVAE(from_dict(ModelConfig, config))
+    model.set_normalization(
+        {"qpos": (torch.zeros(3), torch.ones(3)), "action": (torch.zeros(2), torch.ones(2))}
+    )
+    data = {
+        "type": "lerobot",
+        "path": str(tmp_path / "data"),
+        "features": {"qpos": "observation.state", "top": "observation.images.top", "action": "action"},
+        "chunk_size": 4,
+        "image_size": SIZE,
+        "val_fraction": 0.0,
+    }
+    model.save_pretrained(tmp_path / "model", from_dict(RunConfig, {"model": config, "data": data}))
+    graph = export_onnx(ExportConfig(model=str(tmp_path / "model"), out=str(tmp_path / "onnx")))
+    assert graph["check"]["max_abs_difference"] < 1e-4

@@ -18,10 +18,12 @@ network then runs about once per frame instead of once per sample. `finetune: tr
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -78,8 +80,56 @@ class ImageBackboneConfig(EncoderConfig):
             )
 
 
+class _FoldedConv(NamedTuple):
+    """A convolution with its frozen batch norm folded in (weight and bias), then maybe ReLU6."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    stride: int
+    groups: int
+    relu6: bool
+
+
+def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d, relu6: bool) -> _FoldedConv:
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    weight = conv.weight * rearrange(scale, "c -> c 1 1 1")
+    return _FoldedConv(weight, bias, conv.stride[0], conv.groups, relu6)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding before and after, along a side of `size` pixels."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _run_folded(x: torch.Tensor, conv: _FoldedConv) -> torch.Tensor:
+    kernel = conv.weight.shape[-1]
+    if kernel == 1 and conv.stride == 1:
+        # A 1x1 convolution as one matrix product over the channels-last pixels: with one thread
+        # PyTorch sends it to its slow (im2col) convolution, which copies to and from channels-first.
+        out = rearrange(
+            F.linear(rearrange(x, "b c h w -> b h w c"), conv.weight.flatten(1), conv.bias),
+            "b h w c -> b c h w",
+        )
+    else:
+        (top, bottom), (left, right) = (_same_padding(n, kernel, conv.stride) for n in x.shape[-2:])
+        # "SAME" pads one pixel more after than before where a stride-2 convolution meets an even
+        # side. Rather than a padded copy of the input (which took longer than the convolution),
+        # a zero tap put before the kernel's first lets the convolution pad both sides alike itself.
+        weight = F.pad(conv.weight, (right - left, 0, bottom - top, 0))
+        out = F.conv2d(x, weight, conv.bias, conv.stride, (bottom, right), groups=conv.groups)
+    return out.clamp_(0.0, 6.0) if conv.relu6 else out
+
+
 class _EfficientNetTrunk(nn.Module):
-    """EfficientNet-Lite0 from its stem to the last block at `stride`; at 32 also its 1280-d head."""
+    """EfficientNet-Lite0 from its stem to the last block at `stride`; at 32 also its 1280-d head.
+
+    Without gradients (inference, a frozen backbone's training) it runs with its frozen batch norm
+    folded into the convolutions, computed from the current weights and recomputed when any of them
+    changes (a fine-tuning step, a load); the modules and their saved weights stay as they are."""
 
     def __init__(self, size: list[int] | None, stride: int):
         super().__init__()
@@ -97,10 +147,40 @@ class _EfficientNetTrunk(nn.Module):
             nn.Sequential(network._conv_head, network._bn1, network._swish) if stride == 32 else nn.Identity()
         )
         self.out_channels = network._bn1.num_features if stride == 32 else blocks[-1]._bn2.num_features
+        self._folded: list[tuple[list[_FoldedConv], bool]] = []
+        self._folded_from: list[tuple[int, int]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last: the depthwise convolutions run about twice as fast on a CPU so.
-        return self.head(self.blocks(self.stem(x.contiguous(memory_format=torch.channels_last)))).contiguous()
+        x = x.contiguous(memory_format=torch.channels_last)
+        # An exported graph takes the modules as they are (ONNX Runtime folds batch norm itself).
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.head(self.blocks(self.stem(x)))
+        for convs, residual in self.folded():
+            y = x
+            for conv in convs:
+                y = _run_folded(y, conv)
+            x = y.add_(x) if residual else y
+        return x
+
+    def folded(self) -> list[tuple[list[_FoldedConv], bool]]:
+        """Each stage's folded convolutions and whether its input is added to its output."""
+        # A tensor's storage and in-place version change with any update, .to() or load_state_dict.
+        state = [(t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())]
+        if state != self._folded_from:
+            stages = [([_fold(self.stem[0], self.stem[1], relu6=True)], False)]
+            for block in self.blocks:
+                args = block._block_args
+                expand = [_fold(block._expand_conv, block._bn0, True)] if args.expand_ratio != 1 else []
+                depthwise = _fold(block._depthwise_conv, block._bn1, True)
+                project = _fold(block._project_conv, block._bn2, False)
+                # MBConvBlock.forward's skip connection
+                residual = args.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+                stages.append(([*expand, depthwise, project], residual))
+            if isinstance(self.head, nn.Sequential):
+                stages.append(([_fold(self.head[0], self.head[1], relu6=True)], False))
+            self._folded, self._folded_from = stages, state
+        return self._folded
 
 
 @register_encoder("image_backbone")
@@ -156,7 +236,9 @@ class ImageBackboneEncoder(Encoder):
             with torch.no_grad():
                 features = self.backbone((value - self.mean) / self.std)
         _, _, h, w = features.shape
-        x = rearrange(self.out(features), "b d h w -> b (h w) d") + sine_positions_2d(
+        # The 1x1 projection as a matrix product over the pixels: a view of channels-last features.
+        pixels = rearrange(features, "b c h w -> b (h w) c")
+        x = F.linear(pixels, self.out.weight.flatten(1), self.out.bias) + sine_positions_2d(
             h, w, self.d_model, features.device
         )
         return Tokens(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))

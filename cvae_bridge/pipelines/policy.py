@@ -47,6 +47,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..hub import RUN_CONFIG_NAME, read_run_config, resolve_folder
 from ..model import ConditionalVAE
 from ..utils.pixels import frame_tensor, resize_images
+from ..utils.runtime import keep_freed_memory
 
 LEROBOT_TASK = "task"  # where a LeRobot batch carries the instruction
 Backend = Literal["torch", "onnxruntime"]
@@ -74,6 +75,9 @@ class TorchChunkNetwork:
                 f"ActionChunkPolicy needs a model with one action-chunk target (k, d); its targets are {kinds}"
             )
         self.model = model.eval()
+        # Every call allocates the same activations again: keep freed ones for the next call
+        # rather than give them back to the OS and fault their pages in again.
+        keep_freed_memory()
         self.action_key, decoder = next(iter(model.decoders.items()))
         self.chunk_shape = decoder.event_shape
         self.input_kinds = {n: e.input_kind for n, e in model.condition_encoders.items()}
