@@ -243,7 +243,20 @@ class Trainer:
         # holds the lock for all of them.
         main = self.accelerator.is_main_process
         with folder_lock(self.output_dir) if main else contextlib.nullcontext():
-            return self._fit(resume)
+            try:
+                return self._fit(resume)
+            finally:
+                self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """End the DataLoader's (persistent) workers on every way out of a run. They ignore SIGTERM
+        (_ignore_stop_signals), so multiprocessing's terminate() at exit would not end them and
+        the interpreter would wait for them forever: after an error, whose traceback keeps the
+        loader alive, that is a hang."""
+        iterator = getattr(self.loader, "_iterator", None)  # torch keeps persistent workers' iterator there
+        if iterator is not None:
+            iterator._shutdown_workers()
+            self.loader._iterator = None
 
     def _fit(self, resume: bool) -> TrainResult:
         cfg = self.config.train

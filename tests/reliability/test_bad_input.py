@@ -6,6 +6,7 @@ tests/data/* (each reader's own files), which are not repeated here."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,8 @@ def test_unreadable_image_read_by_a_worker_names_the_file(tmp_path):
         train(
             run_config(tmp_path / "run", data=data, model=UNCONDITIONAL, batch_size=2, num_workers=2, steps=8)
         )
+    # The workers ignore SIGTERM, so multiprocessing could not end them at exit: the run did.
+    assert not multiprocessing.active_children()
 
 
 def episodes(count: int = 4) -> list[dict]:
