@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,94 +21,22 @@ import yaml
 from .errors import ConfigError
 from .registry import REGISTRIES
 from .utils.files import atomic_write_text
+from .utils.ranges import (  # the ranges are part of the config's vocabulary: importable from here
+    EfficientNetBlock,
+    Fraction,
+    FractionBelowOne,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    brief_repr,
+    range_of,
+)
+from .utils.strict_yaml import parse_yaml, read_yaml
 
 C = TypeVar("C")
-
-
-# ---------------------------------------------------------------------------------------------
-# Value ranges: every int / float field of a config is annotated with one, e.g.
-# `latent_dim: PositiveInt`, and parsing refuses a value outside it, naming the field's path.
-# Floats must also be finite: NaN and infinity are never valid.
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric field accepts: `low` .. `high` (None: unbounded), each end included
-    unless `low_open` / `high_open`. Attach it with `Annotated[int, Range(1)]`."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def contains(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def describe(self, kind: type = float) -> str:
-        """E.g. "an integer >= 1", "a number in [0, 1)", "a finite number > 0"."""
-        noun = "an integer" if kind is int else "a number"
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
-        noun = noun if kind is int else "a finite number"
-        if self.low is not None:
-            return f"{noun} {'>' if self.low_open else '>='} {_number(self.low)}"
-        if self.high is not None:
-            return f"{noun} {'<' if self.high_open else '<='} {_number(self.high)}"
-        return noun
-
-    def check(self, kind: type, value: Any, where: str) -> int | float:
-        """`value` as a `kind` (int or float) within the range, or a ConfigError that names `where`,
-        the range and the value."""
-        if kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if ok:
-                try:
-                    value = float(value)
-                except OverflowError:  # an integer beyond the float range
-                    ok = False
-                ok = ok and math.isfinite(value)
-        if not (ok and self.contains(value)):
-            raise ConfigError(f"{where}: expected {self.describe(kind)}, got {brief_repr(value)}")
-        return value
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
-
-
-def brief_repr(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to at most `limit` characters: error messages quote untrusted values."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def range_of(tp: Any) -> tuple[type, Range] | None:
-    """(int or float, its Range) of an annotated numeric type such as `PositiveInt`, else None."""
-    if typing.get_origin(tp) is Annotated:
-        inner, *extras = typing.get_args(tp)
-        bounds = next((e for e in extras if isinstance(e, Range)), None)
-        if inner in (int, float) and bounds is not None:
-            return inner, bounds
-    return None
-
-
-AnyInt = Annotated[int, Range()]
-PositiveInt = Annotated[int, Range(1)]
-NonNegativeInt = Annotated[int, Range(0)]
-# Seeds go to numpy's generators (numpy.random.seed takes 0 .. 2**32 - 1; accelerate adds the
-# process index to the training seed), so they are non-negative and well inside 32 bits.
-Seed = Annotated[int, Range(0, 2**31 - 1)]
-AnyFloat = Annotated[float, Range()]
-PositiveFloat = Annotated[float, Range(0, low_open=True)]
-NonNegativeFloat = Annotated[float, Range(0)]
-Fraction = Annotated[float, Range(0, 1)]  # [0, 1]
-FractionBelowOne = Annotated[float, Range(0, 1, high_open=True)]  # [0, 1): dropout, decay, beta
-EfficientNetBlock = Annotated[int, Range(0, 15)]  # EfficientNet-Lite0 has 16 blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,124 +487,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-# Bounds on what a YAML text may expand to: aliases share nodes, so a few lines can describe a
-# tree of billions of nodes (the "billion laughs"), which writing the run config would expand.
-MAX_YAML_NODES = 1_000_000
-MAX_YAML_DEPTH = 100
-
-
+# YAML 1.1's other spellings of booleans, which the strict reader leaves as strings: a boolean
+# field takes them.
 _BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
-_BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error, not an overwrite,
-    and plain scalars resolve as YAML 1.2 has them: `1e-4` is a number (YAML 1.1 wants `1.0e-4`),
-    and only true / false are booleans, so `mixed_precision: no` stays the string "no" (a boolean
-    field still takes yes / no / on / off)."""
-
-    yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _FLOAT_TAG)]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()  # literal keys only: a key merged in (<<: *defaults) may be overridden
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {str(key)[:80]!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-# Appended after the integer resolver, so that `12` stays an integer.
-_StrictLoader.add_implicit_resolver(
-    _FLOAT_TAG,
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*)?\.?[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*\.|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """Parse YAML text strictly (no duplicate keys) and within the size and depth bounds above;
-    `where` names the file or override in errors."""
-    try:
-        loader = _StrictLoader(text)
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as error:
-        # One line: the problem and where it is, without PyYAML's excerpt of the text.
-        mark = getattr(error, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = " ".join(str(getattr(error, "problem", None) or error).split())
-        raise ConfigError(f"{where} is not valid YAML{at}: {problem[:300]}") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: nested more than the parser can follow") from None
-    nodes, depth = _tree_size(data)
-    if nodes > MAX_YAML_NODES or depth > MAX_YAML_DEPTH:
-        raise ConfigError(
-            f"{where}: expands to {'more than ' * (nodes > MAX_YAML_NODES)}{min(nodes, MAX_YAML_NODES):,} "
-            f"values nested {depth} deep (aliases count at each use); a config holds at most "
-            f"{MAX_YAML_NODES:,} values nested {MAX_YAML_DEPTH} deep"
-        )
-    return data
-
-
-def _tree_size(data: Any) -> tuple[int, int]:
-    """(values, depth) of the tree `data` expands to, counting shared nodes at every use; iterative,
-    so neither a deep nor a wide tree exhausts the stack, and memoised, so an alias bomb is cheap."""
-    sizes: dict[int, tuple[int, int]] = {}
-    stack: list[tuple[Any, bool]] = [(data, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not isinstance(node, (dict, list)) or id(node) in sizes:
-            continue
-        children = [
-            v for v in (node.values() if isinstance(node, dict) else node) if isinstance(v, (dict, list))
-        ]
-        if not children_done:
-            if len(stack) > MAX_YAML_DEPTH * 10_000:  # a cycle cannot come out of a YAML text, but bound it
-                return MAX_YAML_NODES + 1, MAX_YAML_DEPTH + 1
-            stack.append((node, True))
-            stack.extend((child, False) for child in children if id(child) not in sizes)
-            continue
-        scalars = len(node) - len(children)
-        nested = [sizes.get(id(child), (MAX_YAML_NODES + 1, MAX_YAML_DEPTH + 1)) for child in children]
-        sizes[id(node)] = (
-            min(1 + scalars + sum(n for n, _ in nested), MAX_YAML_NODES + 1),
-            1 + max((d for _, d in nested), default=0),
-        )
-    return sizes.get(id(data), (1, 0))
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
-        ) from None
-    data = parse_yaml(text, f"config file {path}")
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path}: expected a mapping at the top level, got {type(data).__name__}"
-        )
-    return data
 
 
 def write_yaml(config: Any, path: str | Path) -> None:

@@ -17,8 +17,8 @@ from cvae_bridge.config import RunConfig, to_dict
 from cvae_bridge.errors import CheckpointError, ConfigError, NonFiniteLossError
 from cvae_bridge.training import Trainer, train
 from cvae_bridge.training.checkpoints import list_checkpoints
+from cvae_bridge.training.optimizer import lr_factor
 from cvae_bridge.training.sampler import EpochBatchSampler
-from cvae_bridge.training.trainer import lr_factor
 
 MODEL = {
     "d_model": 32,

@@ -249,3 +249,36 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: train.ema_decay is set but the checkpoint has no {EMA_NAME}")
         ema.load_state_dict(load_file(str(ema_file)))
     return state
+
+
+def config_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
+    """The fields that differ between two config mappings, as `dotted.path: old -> new` (values
+    shortened), model and data fields first; at most `limit`, then how many more."""
+
+    def brief(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    # An empty mapping and an absent one mean the same: only the entries inside count.
+    old, new = ({k: v for k, v in flatten(d).items() if v != {}} for d in (old, new))
+    missing = object()
+    keys = sorted(old.keys() | new.keys(), key=lambda k: (k.startswith("train."), k))
+    changed = [k for k in keys if old.get(k, missing) != new.get(k, missing)]
+    lines = [
+        f"{k}: {brief(old[k]) if k in old else '(unset)'} -> {brief(new[k]) if k in new else '(unset)'}"
+        for k in changed[:limit]
+    ]
+    if len(changed) > limit:
+        lines.append(f"and {len(changed) - limit} more")
+    return lines
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"dotted.key": value}; an empty mapping stays a value."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

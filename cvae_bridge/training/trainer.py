@@ -16,7 +16,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import signal
 import time
 from collections import defaultdict
@@ -27,36 +26,40 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..config import RunConfig, TrainConfig, to_dict, write_yaml
+from ..config import RunConfig, to_dict, write_yaml
 from ..data import build_source
 from ..data.base import collate, to_device
 from ..data.resolve import resolve_run_config
 from ..diagnostics import training_diagnostics
-from ..errors import CheckpointError, ConfigError, DependencyError, InputError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError, InputError, NonFiniteLossError
 from ..hub import save_pretrained
 from ..model import ConditionalVAE
 from ..samples import save_sample_grid
 from ..utils.files import atomic_write_text, folder_lock
 from ..utils.runtime import keep_freed_memory
-from .checkpoints import install_model_hooks, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    config_changes,
+    flatten,
+    install_model_hooks,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .ema import EMA
 from .finetune import (
     add_lora,
-    check_lr_patterns,
     freeze,
     load_initial_weights,
-    lr_factor_of,
     merge_lora,
     save_adapter,
 )
+from .launch import make_accelerator
 from .losses import TrainingLosses
+from .optimizer import build_optimizer, lr_factor
 from .sampler import EpochBatchSampler
 
 
@@ -86,73 +89,13 @@ def check_first_batch(model: ConditionalVAE, dataset: Dataset, batch_size: int, 
         raise InputError(f"{where}: {error}") from None
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, losses: nn.Module | None = None) -> torch.optim.AdamW:
-    """AdamW over the trainable weights, one parameter group per learning-rate factor that the
-    model declares (`lr_multipliers()`: a fine-tuned pretrained backbone) or train.lr_multipliers
-    sets, and one for the
-    training losses' own weights (a discriminator). The fused kernel (one pass over each tensor
-    instead of a dozen) is used on the devices that have it: on a CPU it makes the step ~3x faster."""
-    declared = getattr(model, "lr_multipliers", dict)()
-    check_lr_patterns(model, cfg.lr_multipliers)
-    groups: dict[float, list[nn.Parameter]] = {1.0: []}  # the run's rate first: the log reports group 0
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            groups.setdefault(lr_factor_of(name, cfg.lr_multipliers, declared), []).append(param)
-    param_groups = [{"params": params, "lr": cfg.lr * factor} for factor, params in groups.items() if params]
-    own = [p for p in losses.parameters() if p.requires_grad] if losses is not None else []
-    if own:
-        param_groups.append({"params": own, "lr": cfg.lr})
-    fused = all(p.device.type in ("cpu", "cuda") for group in param_groups for p in group["params"])
-    return torch.optim.AdamW(
-        param_groups,
-        lr=cfg.lr,
-        betas=tuple(cfg.adam_betas),
-        weight_decay=cfg.weight_decay,
-        fused=fused,
-    )
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
-    """Linear warm-up to 1, then constant or a cosine down to `min_ratio`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class Trainer:
     def __init__(self, config: RunConfig):
         self.config = config
         cfg = config.train
         self.output_dir = Path(cfg.output_dir)
         keep_freed_memory()
-        # Accelerate keeps one global state per process; forget the previous run's precision
-        # settings (the process group stays) so that train() can be called again, e.g. in a notebook.
-        AcceleratorState._reset_state(reset_partial_state=False)
-        # "auto" leaves the choice to Accelerate, which reads the launcher's setting; a config that
-        # names a precision wins, and says so when the launcher asked for another.
-        launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
-        if cfg.mixed_precision != "auto" and launcher not in (None, cfg.mixed_precision):
-            print(
-                f"note: train.mixed_precision={cfg.mixed_precision!r} overrides the launcher's "
-                f"--mixed_precision {launcher}; set train.mixed_precision=auto to follow the launcher"
-            )
-        try:
-            self.accelerator = Accelerator(
-                mixed_precision=None if cfg.mixed_precision == "auto" else cfg.mixed_precision,
-                # Without a GPU, Accelerate must be told so to form a CPU process group (gloo)
-                # under `accelerate launch --multi_gpu --num_processes N`.
-                cpu=cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-                log_with=checked_trackers(cfg.trackers) or None,
-                project_dir=str(self.output_dir),
-                step_scheduler_with_optimizer=False,  # we step the schedule once per optimiser step
-            )
-        except ValueError as error:
-            raise ConfigError(
-                f"train.mixed_precision={cfg.mixed_precision!r} on this machine: {error}"
-            ) from error
+        self.accelerator = make_accelerator(cfg)
         # Each process draws its own latent noise and dropout; DDP copies rank 0's initial weights.
         set_seed(cfg.seed, device_specific=True)
 
@@ -361,7 +304,7 @@ class Trainer:
                     f"{len(report['new'])} new, {len(report['dropped'])} dropped, {len(report['mismatched'])} resized"
                 )
         hyperparameters = {
-            k: str(v) if isinstance(v, (list, dict)) else v for k, v in _flatten(to_dict(self.config)).items()
+            k: str(v) if isinstance(v, (list, dict)) else v for k, v in flatten(to_dict(self.config)).items()
         }
         self.accelerator.init_trackers("logs", config=hyperparameters)
         return step
@@ -544,60 +487,9 @@ class Trainer:
                 signal.signal(s, handler)
 
 
-def checked_trackers(names: list[str]) -> list[str]:
-    """`train.trackers` as given, or a DependencyError before the run starts: Accelerate itself
-    skips a tracker whose package is missing with a log line only, so a run would keep no logs."""
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
-
-    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
-    for index, name in enumerate(names):
-        if name not in LOGGER_TYPE_TO_CLASS:
-            raise ConfigError(
-                f"train.trackers[{index}]: unknown tracker {name[:40]!r}; Accelerate has {sorted(LOGGER_TYPE_TO_CLASS)}"
-            )
-        if name not in available:
-            raise DependencyError(
-                f"train.trackers[{index}]: {name!r} is not installed (pip install {name}); installed: "
-                f"{sorted(available) or 'none'}; or set train.trackers=[] for the log.jsonl file only"
-            )
-    return list(names)
-
-
-def config_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
-    """The fields that differ between two config mappings, as `dotted.path: old -> new` (values
-    shortened), model and data fields first; at most `limit`, then how many more."""
-
-    def brief(value: Any) -> str:
-        text = repr(value)
-        return text if len(text) <= 40 else text[:37] + "..."
-
-    # An empty mapping and an absent one mean the same: only the entries inside count.
-    old, new = ({k: v for k, v in _flatten(d).items() if v != {}} for d in (old, new))
-    missing = object()
-    keys = sorted(old.keys() | new.keys(), key=lambda k: (k.startswith("train."), k))
-    changed = [k for k in keys if old.get(k, missing) != new.get(k, missing)]
-    lines = [
-        f"{k}: {brief(old[k]) if k in old else '(unset)'} -> {brief(new[k]) if k in new else '(unset)'}"
-        for k in changed[:limit]
-    ]
-    if len(changed) > limit:
-        lines.append(f"and {len(changed) - limit} more")
-    return lines
-
-
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers ignore SIGINT and SIGTERM. Ctrl-C, `systemctl stop` and Slurm's `scancel`
     signal the whole process group: a worker killed by it would make the main process fail (in
     its interrupt checkpoint) instead of stopping cleanly. The main process shuts them down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
