@@ -80,7 +80,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     out = args.out or Path(args.model).parent / "eval"
-    metrics = evaluate(args.model, out, overrides=args.set, device=args.device)
+    metrics = evaluate(args.model, out, overrides=args.set, device=args.device, model_card=args.model_card)
     print(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'metrics.md'}")
     for key, value in metrics.items():
         print(f"  {key}: {value}")
@@ -131,6 +131,8 @@ def _rollout(args: argparse.Namespace) -> int:
     out = Path(config.out or Path(config.model).parent / "rollout")
     print(markdown_table(report), end="")
     print(f"wrote {out / 'success.json'} and {out / 'success.md'}")
+    if "model_card" in report:
+        print(report["model_card"])
     return 0
 
 
@@ -255,6 +257,12 @@ def _add_evaluate(commands: Any, overrides: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--model", required=True, help="a model folder written by training")
     evaluate.add_argument("--out", help="output folder (default: eval/ beside the model folder)")
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument(
+        "--no-card",
+        dest="model_card",
+        action="store_false",
+        help="leave the model folder's README.md as it is (default: the figures are added to it)",
+    )
     evaluate.set_defaults(run=_eval)
 
 
@@ -355,6 +363,13 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     rollout.add_argument("--model", required=True, help="a model folder written by training")
     rollout.add_argument("--suite", required=True, choices=list(SUITES), help="the simulated benchmark")
+    rollout.add_argument(
+        "--no-card",
+        dest="model_card",
+        action="store_const",
+        const=False,
+        help="leave the model folder's README.md as it is (default: the success table is added to it)",
+    )
     rollout.add_argument(
         "--tasks", nargs="+", help="task names, or all / mt10 (default: every task of the suite)"
     )

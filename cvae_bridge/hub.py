@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, RunConfig, apply_overrides, brief_repr, from_dict, to_dict
 from .errors import CheckpointError, ConfigError, DependencyError
-from .utils.files import atomic_directory, restore_retired
+from .utils.files import atomic_directory, atomic_write_text, restore_retired
 from .utils.runtime import checked_device
 from .version import __version__
 
@@ -234,11 +234,50 @@ def model_card(model: torch.nn.Module, run_config: RunConfig | None = None, step
         loader,
         "```",
         "",
-        "Evaluation figures are written by `cvae-bridge eval --model FOLDER` (text-to-image) or "
-        "`cvae-bridge rollout --model FOLDER ...` (simulated robots); none were measured at export.",
+        EVALUATION_HEADING,
+        "",
+        NO_EVALUATION_YET,
         "",
     ]
     return "\n".join(lines)
+
+
+EVALUATION_HEADING = "## Evaluation"
+NO_EVALUATION_YET = (
+    "None measured yet: `cvae-bridge eval --model FOLDER` (text-to-image) and "
+    "`cvae-bridge rollout --model FOLDER ...` (simulated robots) add their figures here."
+)
+_BLOCK = re.compile(r"<!-- evaluation: (.*?) -->\n.*?<!-- end evaluation -->\n", re.S)
+
+
+def record_evaluation(directory: str | Path, key: str, markdown: str) -> str:
+    """Put an evaluation's figures (`markdown`) into the model card of `directory`, as the block
+    named `key`: a later evaluation with the same key (the same command and settings) replaces
+    it, other blocks stay. Returns what was done, in a sentence, also when the card could not be
+    written (the caller has written the figures elsewhere first). A card that is not a plain local
+    file (a Hub repo's cached copy, whose files link into the cache's shared blobs) is left alone."""
+    card = Path(directory) / CARD_NAME
+    if not Path(directory).is_dir():
+        return f"model card not updated: {directory} is not a local folder (a Hub repo's cached copy is left as it is)"
+    if card.is_symlink():
+        return f"model card not updated: {card} is a link (a Hub cache entry's file); copy the folder to keep figures in it"
+    text = card.read_text() if card.exists() else ""
+    block = f"<!-- evaluation: {key} -->\n\n### {key}\n\n{markdown.strip()}\n\n<!-- end evaluation -->\n"
+    blocks = {match.group(1): match.group(0) for match in _BLOCK.finditer(text)}
+    if key in blocks:
+        text = text.replace(blocks[key], block)
+    elif blocks:
+        last = list(blocks.values())[-1]
+        text = text.replace(last, f"{last}\n{block}")
+    else:
+        if EVALUATION_HEADING not in text:
+            text = text.rstrip("\n") + f"\n\n{EVALUATION_HEADING}\n"
+        text = text.replace(NO_EVALUATION_YET + "\n", "").rstrip("\n") + f"\n\n{block}"
+    try:
+        atomic_write_text(card, text)
+    except OSError as error:  # the figures are written elsewhere already: say so, don't fail the evaluation
+        return f"model card not updated: {card}: {error.strerror or error}"
+    return f"added the figures to the model card {card}"
 
 
 def read_run_config(directory: str | Path, overrides: list[str] = ()) -> RunConfig:

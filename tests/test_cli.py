@@ -132,6 +132,13 @@ def test_eval_writes_metrics(trained, tmp_path, monkeypatch, capsys):
     ]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * 0.6931471805599453))
     assert "| nll_nats |" in (tmp_path / "eval" / "metrics.md").read_text()
+    # the figures in the model card too, without the machine's paths; --no-card leaves it alone
+    card = (trained / "model" / "README.md").read_text()
+    assert "### cvae-bridge eval, test split" in card and "| nll_nats |" in card and str(tmp_path) not in card
+    assert metrics["model_card"] == f"added the figures to the model card {trained / 'model' / 'README.md'}"
+    args = ["eval", "--model", str(trained / "model"), "--out", str(tmp_path / "eval2"), "--no-card"]
+    assert main([*args, "--set", "eval.metrics=[diversity]"]) == 0
+    assert (trained / "model" / "README.md").read_text() == card
     # the two prompts' rows, each labelled, of grid_columns (8) images enlarged 14 times as generate's
     grid = Image.open(tmp_path / "eval" / "grid.png")
     assert grid.size[0] == 8 * (8 * 14 + 4) and grid.size[1] > 2 * (8 * 14 + 4)

@@ -12,7 +12,7 @@ import torch
 from cvae_bridge import ActionChunkPolicy, ConditionalVAE
 from cvae_bridge.config import load_run_config
 from cvae_bridge.errors import CheckpointError, ConfigError
-from cvae_bridge.hub import read_run_config, save_pretrained
+from cvae_bridge.hub import NO_EVALUATION_YET, model_card, read_run_config, record_evaluation, save_pretrained
 from cvae_bridge.pipelines import TextToImagePipeline
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -93,3 +93,29 @@ def test_saved_folders_hold_no_absolute_path_and_move_with_their_data(tmp_path):
     moved = read_run_config(tmp_path / "elsewhere" / "runs" / "a" / "model")
     assert Path(moved.data.root) == tmp_path / "elsewhere" / "data" / "mnist"
     assert Path(moved.train.output_dir) == tmp_path / "elsewhere" / "runs" / "a"
+
+
+def test_evaluations_add_their_figures_to_the_model_card(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(ARTIFACTS / "text_to_image" / "model", folder)
+    card = folder / "README.md"
+    card.write_text(model_card(ConditionalVAE.from_pretrained(folder)))
+    assert NO_EVALUATION_YET in card.read_text()
+    assert "added the figures" in record_evaluation(folder, "eval, test split", "| nll | 90 |")
+    assert "added the figures" in record_evaluation(folder, "rollout, 50 episodes", "| success | 9% |")
+    record_evaluation(folder, "eval, test split", "| nll | 80 |")  # the same evaluation again: replaced
+    text = card.read_text()
+    assert NO_EVALUATION_YET not in text and "| nll | 90 |" not in text
+    evaluation = text[text.index("## Evaluation") :]
+    assert evaluation.index("### eval, test split\n\n| nll | 80 |") < evaluation.index(
+        "### rollout, 50 episodes\n\n| success | 9% |"
+    )
+    assert text.startswith("---\nlibrary_name: cvae-bridge")  # the front matter and the rest stay
+
+    # A Hub cache entry's files are links into shared blobs: never written through.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "README.md").symlink_to(card)
+    assert "not updated" in record_evaluation(linked, "eval, test split", "| nll | 1 |")
+    assert "| nll | 80 |" in card.read_text()
+    assert "not a local folder" in record_evaluation(tmp_path / "absent", "eval", "| nll | 1 |")

@@ -332,6 +332,10 @@ def test_rollout_reports_per_task_and_repeats_exactly(mt10, tmp_path, short_epis
     assert without_timing(first) == without_timing(second)
     saved = json.loads((tmp_path / "a" / "success.json").read_text())
     assert without_timing(saved) == without_timing(first)
+    # the success table in the model card, once: the second rollout with the same settings replaced it
+    card = (model / "README.md").read_text()
+    assert card.count("### cvae-bridge rollout") == 1 and f"| {MW_TASKS[0]} |" in card
+    assert str(model) not in card and first["model_card"].startswith("added the figures")
     assert (
         list(saved["tasks"]) == MW_TASKS
         and saved["seeds"] == [100000, 100002]

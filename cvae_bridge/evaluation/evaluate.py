@@ -37,7 +37,7 @@ from ..data import DataSource, build_source
 from ..data.base import to_device
 from ..diagnostics import latent_diagnostics
 from ..errors import ConfigError
-from ..hub import read_run_config
+from ..hub import read_run_config, record_evaluation
 from ..model import ConditionalVAE
 from ..samples import image_targets, save_sample_grid, text_conditions
 from ..utils.files import atomic_write_text
@@ -49,10 +49,15 @@ from .pictures import write_pictures
 
 
 def evaluate(
-    model_dir: str | Path, out_dir: str | Path, overrides: list[str] = (), device: str = "auto"
+    model_dir: str | Path,
+    out_dir: str | Path,
+    overrides: list[str] = (),
+    device: str = "auto",
+    model_card: bool = True,
 ) -> dict[str, Any]:
     """Compute the metrics of `config.eval.metrics` for a trained model; write metrics.json,
-    metrics.md, grid.png and the pictures into `out_dir`. Returns the metrics."""
+    metrics.md, grid.png and the pictures into `out_dir`, and (`model_card`) the figures into the
+    model folder's README.md. Returns the metrics; "model_card" says what became of the card."""
     keep_freed_memory()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +95,13 @@ def evaluate(
     bar.update()
     bar.close()
     metrics.update(skipped=skipped, seconds=seconds)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(out_dir / "metrics.md", markdown_table(metrics))
+    if model_card:
+        figures = {k: v for k, v in metrics.items() if k not in ("model", "pictures")}
+        metrics["model_card"] = record_evaluation(
+            model_dir, f"cvae-bridge eval, {config.eval.split} split", markdown_table(figures)
+        )
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -39,7 +39,7 @@ from ..config import NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 from ..envs import IMAGE, IMAGE_SIZE, instructions, make_env
 from ..envs.demos import DEMOS_FILE, EVAL_SEED, resolve_tasks
 from ..errors import ConfigError
-from ..hub import read_run_config
+from ..hub import read_run_config, record_evaluation
 from ..pipelines.policy import ActionChunkPolicy
 from ..utils.files import atomic_write_text
 from .video import caption_episode, check_video_format, write_video
@@ -64,6 +64,7 @@ class RolloutConfig:
     out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
     device: str = "auto"  # the GPU where there is one
     progress_bar: bool = True  # episodes done and successes so far, on stderr
+    model_card: bool = True  # add the success table to the model folder's README.md
 
 
 def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
@@ -152,8 +153,12 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
     }
     out = Path(config.out) if config.out is not None else Path(model_dir).parent / "rollout"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "success.json", json.dumps(report, indent=2))
     atomic_write_text(out / "success.md", markdown_table(report))
+    if config.model_card:
+        settings, _, table = markdown_table(report, model=False).partition("\n")
+        named = " ".join(tasks) if tasks else "all tasks"
+        report["model_card"] = record_evaluation(model_dir, f"cvae-bridge rollout {named}, {settings}", table)
+    atomic_write_text(out / "success.json", json.dumps(report, indent=2))
     return report
 
 
@@ -247,11 +252,13 @@ def _check_disjoint_from_demos(
     return [first, last]
 
 
-def markdown_table(report: dict[str, Any]) -> str:
-    """success.md: one row per task, then the mean, under a line giving the settings."""
+def markdown_table(report: dict[str, Any], model: bool = True) -> str:
+    """success.md: one row per task, then the mean, under a line giving the settings (and the
+    model folder: `model`)."""
     ensemble = report["temporal_ensemble"]
+    of = f"Rollouts of `{report['model']}` ({report['suite']})" if model else report["suite"]
     lines = [
-        f"Rollouts of `{report['model']}` ({report['suite']}): {report['episodes_per_task']} episodes per task, "
+        f"{of}: {report['episodes_per_task']} episodes per task, "
         f"seeds {report['seeds'][0]} .. {report['seeds'][1]}, chunk {report['chunk_size']}, "
         f"query period {report['query_period']}, temporal ensembling {'off' if ensemble is None else f'm = {ensemble}'}"
         + (f", {report['phrasings']} phrasings" if report["phrasings"] else ""),
