@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,6 +139,77 @@ def test_nonfinite_loss_can_be_skipped(tmp_path, monkeypatch, capsys):
     assert result.status == "completed"
     assert "skipping step 8" in capsys.readouterr().out
     assert all(torch.isfinite(t).all() for t in weights(tmp_path).values())
+
+
+@pytest.mark.parametrize("on_device", [True, False], ids=["fused", "host"])
+def test_a_nonfinite_step_is_skipped(tmp_path, monkeypatch, on_device):
+    """The fused AdamW skips the update itself (found_inf), else (fp16's grad scaler, an optimiser
+    without the fused kernel) the host does: the weights, the optimiser's step count and the EMA
+    stay as they were; the step's figures say it was skipped."""
+    trainer = Trainer(run_config(tmp_path, ema_decay=0.9, max_grad_norm=1.0))
+    assert trainer._skip_on_device
+    trainer._skip_on_device = on_device
+    batches = trainer._batches(0)
+    trainer._train_mode()
+    trainer._step([next(batches)], 0)
+
+    def state():
+        weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        steps = [s["step"].item() for s in trainer.optimizer.optimizer.state.values()]
+        return weights, steps, {n: t.clone() for n, t in trainer.ema.shadow.items()}
+
+    weights, steps, shadow = state()
+    nan_at(monkeypatch, 1)
+    skipped = trainer._step([next(batches)], 1)
+    assert skipped.values[-1].item() == 1 and skipped.values[skipped.names.index("loss")].isnan()
+    after = state()
+    assert all(torch.equal(weights[n], after[0][n]) for n in weights) and after[1] == steps == [1] * len(
+        steps
+    )
+    assert all(torch.equal(shadow[n], after[2][n]) for n in shadow)
+    monkeypatch.undo()
+    assert trainer._step([next(batches)], 2).values[-1].item() == 0
+    assert state()[1] == [2] * len(steps) and any(not torch.equal(weights[n], state()[0][n]) for n in weights)
+
+
+def test_a_step_reads_nothing_on_the_host(tmp_path):
+    """No figure of Trainer._step is read on the host (each read waits for a GPU): they are read
+    on log, evaluation and checkpoint steps. (The model's own input checks are not counted.)"""
+    from torch.overrides import TorchFunctionMode
+
+    reads = []
+    methods = {torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.cpu, torch.Tensor.numpy}
+    methods |= {torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__}
+
+    class Reads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in methods:
+                ours = [f for f in traceback.extract_stack() if "cvae_bridge" in f.filename]
+                if ours and "training" in Path(ours[-1].filename).parts:
+                    reads.append(f"{func.__name__} at {ours[-1].filename}:{ours[-1].lineno}")
+            return func(*args, **(kwargs or {}))
+
+    trainer = Trainer(run_config(tmp_path, ema_decay=0.9, max_grad_norm=1.0, grad_accum=2))
+    batches = trainer._batches(0)
+    micro_batches = [next(batches), next(batches)]
+    trainer._train_mode()
+    with Reads():
+        trainer._step(micro_batches, 0)
+    assert not reads
+
+
+def test_logged_figures_are_the_means_of_the_steps(tmp_path):
+    runs = {}
+    for log_every in (1, 3):
+        out = tmp_path / str(log_every)
+        train(run_config(out, steps=6, log_every=log_every, max_grad_norm=1.0, grad_accum=2, batch_size=16))
+        rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        runs[log_every] = [row for row in rows if row["split"] == "train"]
+    assert len(runs[3]) == 2
+    for i, row in enumerate(runs[3]):
+        steps = runs[1][3 * i : 3 * i + 3]
+        for key in ("loss", "kl", "grad_norm"):
+            assert row[key] == pytest.approx(sum(s[key] for s in steps) / 3, rel=1e-12, abs=0)
 
 
 def clipped_gradients(trainer, micro_batches):

@@ -19,6 +19,7 @@ from torch import nn
 from ..config import DecoderConfig, EncoderConfig, FractionBelowOne, NonNegativeInt, PositiveInt
 from ..layers import sine_positions_1d, transformer_encoder
 from ..registry import register_decoder, register_encoder
+from ..utils.runtime import capturing_cuda_graph
 from .base import Decoder, Encoder, Tokens, check_tensor
 
 
@@ -97,8 +98,13 @@ class ActionDecoder(Decoder):
         padding = ~valid
         # Nothing padded (a camera's grid, vectors): without a mask PyTorch's inference attention
         # skips its masked softmax, a fifth of the encoder's time on a CPU. Inference only, where
-        # .any() waiting for a GPU costs nothing; an exported graph keeps the mask.
-        if not (torch.is_grad_enabled() or torch.compiler.is_compiling() or padding.any()):
+        # .any() waiting for a GPU costs nothing; an exported or captured graph keeps the mask.
+        if not (
+            torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or capturing_cuda_graph()
+            or padding.any()
+        ):
             padding = None
         memory = self.encoder(memory, src_key_padding_mask=padding)
         queries = repeat(self.queries, "1 k d -> b k d", b=batch)

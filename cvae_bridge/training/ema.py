@@ -18,10 +18,13 @@ class EMA:
         self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, skipped: torch.Tensor | None = None) -> None:
+        """One step of the average; none where `skipped` (a bool tensor on the device, so that
+        a step skipped there needs no wait for it)."""
+        weight = 1.0 - self.decay if skipped is None else torch.where(skipped, 0.0, 1.0 - self.decay)
         for name, param in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(param.detach().float(), 1.0 - self.decay)
+                self.shadow[name].lerp_(param.detach().float(), weight)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

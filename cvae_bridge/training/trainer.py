@@ -8,6 +8,10 @@
 Each optimiser step takes `grad_accum` micro-batches. Data order, dropout and latent noise are
 functions of the seed and the step, so a resumed run reaches the same weights as an
 uninterrupted one (bitwise on CPU).
+
+A step does not wait for the device: its loss figures and its non-finite flag stay there, and a
+non-finite step is skipped by the fused optimiser itself. They are read (one transfer) on log,
+evaluation and checkpoint steps, where the skipped steps are reported (train.on_nonfinite).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import signal
 import time
 from collections import defaultdict
@@ -71,6 +74,18 @@ class TrainResult:
     status: Literal["completed", "interrupted"]
     metrics: dict[str, float]  # the last logged training figures
     stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that interrupted the run
+
+
+@dataclass
+class StepFigures:
+    """One optimiser step's figures, still on the device: value i divided by divisors[i] adds to
+    the figure names[i] (a loss part once per micro-batch, the gradient norm once), and the last
+    value is 1 where the step was skipped as non-finite."""
+
+    step: int
+    names: list[str]
+    divisors: list[int]
+    values: torch.Tensor
 
 
 def train(config: RunConfig, resume: bool = False) -> TrainResult:
@@ -170,6 +185,12 @@ class Trainer:
             worker_init_fn=_ignore_stop_signals,
         )
         self._stop_signal: int | None = None
+        # The fused AdamW skips a step on the device where `found_inf` is 1, as under torch's
+        # GradScaler; fp16 runs that scaler, which sets found_inf itself.
+        self._skip_on_device = (
+            getattr(self.optimizer.optimizer, "_step_supports_amp_scaling", False)
+            and self.accelerator.mixed_precision != "fp16"
+        )
 
     @property
     def unwrapped(self) -> ConditionalVAE:
@@ -212,6 +233,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         sums: dict[str, float] = defaultdict(float)
+        pending: list[StepFigures] = []  # the steps whose figures are still on the device
         metrics: dict[str, float] = {}
         tick, seen, waited = time.perf_counter(), 0, 0.0
         self._train_mode()  # once: evaluation switches it back after its own eval()
@@ -225,15 +247,23 @@ class Trainer:
                     # A DataLoader worker that the stop signal killed: stop at the last whole step.
                     if self._stop_signal is None or self.accelerator.num_processes > 1:
                         raise
+                    self._settle(pending, sums)
                     return self._interrupted(step, bar, metrics)
                 waited += time.perf_counter() - before
-                figures = self._step(micro_batches, step)
+                pending.append(self._step(micro_batches, step))
                 step += 1
                 seen += cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes
-                for key, value in figures.items():
-                    sums[key] += value
                 bar.update(1)
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                log = step % cfg.log_every == 0 or step == cfg.steps
+                evaluate = bool(cfg.eval_every) and step % cfg.eval_every == 0
+                checkpoint = step == cfg.steps or bool(
+                    cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                )
+                if log or evaluate or checkpoint:
+                    # Waits for the device: no evaluation or checkpoint follows an unreported
+                    # non-finite step.
+                    self._settle(pending, sums)
+                if log:
                     elapsed = time.perf_counter() - tick
                     count = step % cfg.log_every or cfg.log_every
                     metrics = self._mean_over_processes({k: float(v) / count for k, v in sums.items()})
@@ -251,11 +281,12 @@ class Trainer:
                     )
                     sums.clear()
                     tick, seen, waited = time.perf_counter(), 0, 0.0
-                if cfg.eval_every and step % cfg.eval_every == 0:
+                if evaluate:
                     self._evaluate(step)
                 if self._agreed(self._stop_signal is not None):
+                    self._settle(pending, sums)
                     return self._interrupted(step, bar, metrics)
-                if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                if checkpoint:
                     save_checkpoint(
                         self.accelerator, self.output_dir, {"step": step}, self.ema, cfg.keep_checkpoints
                     )
@@ -328,42 +359,80 @@ class Trainer:
                 yield to_device(item, self.accelerator.device)
             epoch, batch = epoch + 1, 0
 
-    def _step(self, micro_batches: list[dict], step: int) -> dict[str, float]:
-        """One optimiser step over one or more micro-batches; returns the averaged loss parts."""
+    def _step(self, micro_batches: list[dict], step: int) -> StepFigures:
+        """One optimiser step over one or more micro-batches, without waiting for the device: its
+        loss parts, gradient norm and non-finite flag are returned there (see _settle)."""
         cfg = self.config.train
-        figures: dict[str, float] = defaultdict(float)
-        finite = True
+        count = len(micro_batches)
+        names: list[str] = []
+        divisors: list[int] = []
+        values: list[torch.Tensor] = []
+        losses: list[torch.Tensor] = []
         for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
+            last = i == count - 1
             # Gradients are all-reduced only on the last micro-batch of an optimiser step.
             with contextlib.ExitStack() as stack:
                 if not last:
                     for module in (self.model, self.losses):
                         stack.enter_context(self.accelerator.no_sync(module))
                 out = self._loss(batch, step)
-                # One transfer to the host for every loss part, the finiteness check included.
-                values = dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).tolist()))
-                if not self._agreed(not math.isfinite(values["loss"])):
-                    self.accelerator.backward(out["loss"] / len(micro_batches))
-                else:
-                    finite = False
-            for key, value in values.items():
-                figures[key] += value / len(micro_batches)
-        if finite and cfg.max_grad_norm > 0:
+                # A non-finite loss goes backward too: the whole step is skipped below.
+                self.accelerator.backward(out["loss"] / count)
+            names += list(out)
+            divisors += [count] * len(out)
+            values += [v.detach().float() for v in out.values()]
+            losses.append(out["loss"].detach())
+        nonfinite = ~torch.isfinite(torch.stack(losses)).all()
+        if cfg.max_grad_norm > 0:
             weights = [*self.model.parameters(), *self.losses.parameters()]
             norm = self.accelerator.clip_grad_norm_(weights, cfg.max_grad_norm)
-            figures["grad_norm"] = float(norm)
+            names.append("grad_norm")
+            divisors.append(1)
+            values.append(norm.detach().float())
             # Under fp16 an overflow is routine: the grad scaler skips that step by itself.
-            finite = math.isfinite(figures["grad_norm"]) or self.accelerator.mixed_precision == "fp16"
-        if not finite:
-            self._nonfinite(step, figures)
-        else:
+            if self.accelerator.mixed_precision != "fp16":
+                nonfinite = nonfinite | ~torch.isfinite(norm)
+        skipped = self._any_process(nonfinite)
+        self._update(skipped)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepFigures(step, names, divisors, torch.stack([*values, skipped.float()]))
+
+    def _update(self, skipped: torch.Tensor) -> None:
+        """The optimiser's step and the EMA's, unless `skipped` (a bool tensor on the device)."""
+        if self._skip_on_device:
+            inner = self.optimizer.optimizer  # the torch optimiser that Accelerate wraps
+            inner.found_inf = skipped.float()  # the fused kernel leaves weights and step count as they are
+            try:
+                self.optimizer.step()
+            finally:
+                del inner.found_inf
+            if self.ema is not None:
+                self.ema.update(self.unwrapped, skipped)
+        # Waits for the device: under fp16 the grad scaler reads its overflow flag on the host
+        # anyway; an optimiser without the fused kernel cannot skip on the device.
+        elif not bool(skipped):
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.unwrapped)
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return figures
+
+    def _settle(self, pending: list[StepFigures], sums: dict[str, float]) -> None:
+        """Read the figures of the `pending` steps (one transfer from the device), add them to
+        `sums` and empty `pending`; a step skipped as non-finite is reported, or stops the run."""
+        if not pending:
+            return
+        flat = torch.cat([p.values for p in pending]).tolist()
+        offset = 0
+        for p in pending:
+            figures: dict[str, float] = defaultdict(float)
+            for name, divisor, value in zip(p.names, p.divisors, flat[offset:]):
+                figures[name] += value / divisor
+            offset += len(p.names) + 1
+            for key, value in figures.items():
+                sums[key] += value
+            if flat[offset - 1]:
+                self._nonfinite(p.step, figures)
+        pending.clear()
 
     def _train_mode(self) -> None:
         """Training mode, but frozen modules keep eval behaviour (batch-norm statistics, no dropout)."""
@@ -396,8 +465,13 @@ class Trainer:
         """True when any process raises `flag` (all processes must take the same branch)."""
         if self.accelerator.num_processes == 1:
             return flag
-        value = torch.tensor(float(flag), device=self.accelerator.device)
-        return bool(self.accelerator.reduce(value, "sum") > 0)
+        return bool(self._any_process(torch.tensor(flag, device=self.accelerator.device)))
+
+    def _any_process(self, flag: torch.Tensor) -> torch.Tensor:
+        """`flag` (a bool tensor) or-ed over the processes, on the device: nothing waits for it."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        return self.accelerator.reduce(flag.float(), "sum") > 0
 
     # -- logging, evaluation, export --------------------------------------------------------------
 

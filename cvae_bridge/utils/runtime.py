@@ -37,6 +37,12 @@ def building_skeleton() -> bool:
     return torch.get_default_device().type == "meta"
 
 
+def capturing_cuda_graph() -> bool:
+    """True while the current CUDA stream is captured into a graph: no value may be read on the
+    host then (a read would wait for work that does not run until the graph is replayed)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def checked_device(device: str | torch.device) -> torch.device:
     """`device` as a torch.device, or a ConfigError saying that it is not a device name or that
     this machine does not have it (torch would fail later, in an assertion deep in its CUDA code).
