@@ -8,8 +8,9 @@ where the time goes by part, and one training step at batch 8.
     python tools/act_benchmark.py --threads 1 --train-steps 0  # latency on one core only
     python tools/act_benchmark.py --device cuda
     python tools/act_benchmark.py --onnx --train-steps 0       # ONNX Runtime beside PyTorch (the onnx extra)
+    python tools/act_benchmark.py --dtype bfloat16 --train-steps 0  # a bf16 policy beside the float32 one
 
-FLOPs: torch.utils.flop_counter.FlopCounterMode over one call (matrix products, convolutions and
+FLOPs (tools/act_flops.py): torch.utils.flop_counter.FlopCounterMode over one call (matrix products, convolutions and
 attention; a multiply-add is 2), with PyTorch's fused transformer fast path off (its kernels hide
 their matrix products from the counter), and two of the counter's formulas corrected: attention on
 a CPU is counted (it knows only the GPU kernels), and a grouped convolution's backward is (it leaves
@@ -23,6 +24,9 @@ normalisation, the backbone, both transformers, z = 0), under torch.inference_mo
 The calls alternate one by one, so that a change in the machine's load reaches all alike. With
 --onnx the model is also exported (`cvae-bridge export --format onnx`, into a temporary folder) and
 timed in ONNX Runtime (`backend="onnxruntime"`, as many threads as PyTorch) among the others.
+With --dtype bfloat16 a second policy over the same model runs under bf16 autocast, timed among
+the others; its chunk is compared with the float32 policy's on the same observation (max |bf16 -
+fp32| in action units, and over the fp32 chunk's largest |action|). The peak stays fp32's.
 
 Parts (--profile): one torch.profiler session over a few calls of `model.sample` and of the
 reference, alternating, split into backbone (the CNN), encoder and decoder (the transformer's
@@ -48,18 +52,16 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from act_reference import ACTReference  # tools/act_reference.py, beside this script
+from act_flops import around, count_flops  # tools/act_flops.py, beside this script
+from act_reference import ACTReference
 from torch import nn
 from torch.profiler import ProfilerActivity, record_function
-from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
 
 from cvae_bridge import ConditionalVAE
 from cvae_bridge.config import RunConfig, load_run_config
@@ -82,94 +84,6 @@ PARTS = (
     "decoder",
 )  # the CNN and the transformer's two halves; the remainder is "rest"
 PROFILED_CALLS = 3
-aten = torch.ops.aten
-
-
-def _attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query, key, value)
-
-
-def _attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-def _conv_backward_flops(
-    grad_out,
-    x,
-    weight,
-    bias,
-    stride,
-    padding,
-    dilation,
-    transposed,
-    output_padding,
-    groups,
-    output_mask,
-    **kwargs,
-) -> int:
-    # output_mask: which of the gradients of input, weight and bias are computed
-    return flop_counter.conv_flop_count(x, weight, grad_out, transposed) * (output_mask[0] + output_mask[1])
-
-
-# Corrections to FlopCounterMode's formulas: it counts scaled_dot_product_attention's GPU kernels
-# only (here the CPU one too), and its convolution backward leaves out `groups`, which overcounts a
-# depthwise convolution's by its channel count (here the forward's count per gradient, as it is).
-FLOP_FORMULAS = {
-    aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops,
-    aten.convolution_backward: _conv_backward_flops,
-}
-
-
-@contextmanager
-def around(
-    parts: dict[str, list[nn.Module]], enter: Callable[[str], None], leave: Callable[[str], None]
-) -> Iterator[None]:
-    """Calls enter(part) before and leave(part) after each forward call of a part's modules."""
-
-    def hooks(part: str) -> tuple[Callable[..., None], Callable[..., None]]:
-        def before(module: nn.Module, args: object) -> None:
-            enter(part)
-
-        def after(module: nn.Module, args: object, output: object) -> None:
-            leave(part)
-
-        return before, after
-
-    handles = []
-    for part, modules in parts.items():
-        before, after = hooks(part)
-        for module in modules:
-            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def count_flops(fn: Callable[[], object], parts: dict[str, list[nn.Module]] | None = None) -> dict[str, int]:
-    """Floating-point operations of one call of `fn` (matrix products, convolutions, attention; a
-    multiply-add is 2): "total", and for each of `parts` what its modules' forward calls did. The
-    transformer fast path is off meanwhile: its fused kernels are invisible to the counter."""
-    counts: dict[str, int] = defaultdict(int)
-    starts: list[int] = []
-
-    def enter(part: str) -> None:
-        starts.append(counter.get_total_flops())
-
-    def leave(part: str) -> None:
-        counts[part] += counter.get_total_flops() - starts.pop()
-
-    enabled = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
-        with counter, around(parts or {}, enter, leave):
-            fn()
-    finally:
-        torch.backends.mha.set_fastpath_enabled(enabled)
-    return {"total": counter.get_total_flops(), **counts}
 
 
 def timings(
@@ -339,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--onnx", action="store_true", help="also time the exported ONNX graph in ONNX Runtime (CPU only)"
     )
+    parser.add_argument(
+        "--dtype",
+        choices=["bfloat16"],
+        help="also time a policy at this inference precision (ActionChunkPolicy's dtype)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -406,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     with tempfile.TemporaryDirectory() as folder:
+        if args.dtype:
+            low = ActionChunkPolicy(
+                model, config.data.features, config.data.image_size, query_period=1, dtype=args.dtype
+            )
+            calls[f"select_action, {args.dtype}"] = lambda: low.select_action(observation)
         if args.onnx:
             onnx = onnx_policy(model, config, Path(folder))
             cpu_batch = {name: value.cpu() for name, value in batch.items()}
@@ -431,6 +355,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"  cvae_bridge / reference: select_action {median['select_action'] / median[REFERENCE]:.2f}, "
                 f"model.sample {median['model.sample'] / median[REFERENCE]:.2f} (medians); FLOPs {ours / theirs:.2f}"
             )
+            if args.dtype:
+                fp32, low_chunk = (
+                    policy.predict_action_chunk(observation),
+                    low.predict_action_chunk(observation),
+                )
+                difference = float((low_chunk - fp32).abs().max())
+                print(
+                    f"  {args.dtype} / reference fp32: select_action "
+                    f"{median[f'select_action, {args.dtype}'] / median[REFERENCE]:.2f}; max |{args.dtype} - fp32| "
+                    f"{difference:.3g} in action units, {difference / float(fp32.abs().max()):.2%} of max |action| "
+                    f"{float(fp32.abs().max()):.3g} (chunk {tuple(fp32.shape)}, returned as {low_chunk.dtype})"
+                )
             if args.profile:
                 sample = {OURS: calls["model.sample"], THEIRS: calls[REFERENCE]}
                 times = part_times(sample, parts, device)

@@ -28,12 +28,19 @@ The network call is the policy's only use of the model (`ChunkNetwork`): PyTorch
 an exported ONNX graph run by ONNX Runtime (`from_pretrained(folder, backend="onnxruntime")`, see
 pipelines/onnx.py) with the same chunking, ensembling and query period.
 
+`dtype="bfloat16"` runs PyTorch's network under bf16 autocast: matrix products and convolutions in
+bf16, element-wise work (normalising the inputs, un-normalising the actions) in float32; the chunk
+comes back in float32. It pays only where the hardware computes in bf16 (x86 AVX512-BF16 or AMX,
+Arm BF16, most GPUs); elsewhere PyTorch emulates it, several times slower than float32, and the
+policy warns.
+
 Replaying recorded episodes through a policy is evaluation's (`evaluation/replay.py`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,6 +58,7 @@ from ..utils.runtime import keep_freed_memory
 
 LEROBOT_TASK = "task"  # where a LeRobot batch carries the instruction
 Backend = Literal["torch", "onnxruntime"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # the policy's inference precisions
 
 
 class ChunkNetwork(Protocol):
@@ -66,9 +74,10 @@ class ChunkNetwork(Protocol):
 
 
 class TorchChunkNetwork:
-    """The PyTorch model as the policy's network: `model.sample(batch, latent="mean")`."""
+    """The PyTorch model as the policy's network: `model.sample(batch, latent="mean")`, in float32
+    or under bf16 autocast (`dtype`)."""
 
-    def __init__(self, model: ConditionalVAE):
+    def __init__(self, model: ConditionalVAE, dtype: torch.dtype = torch.float32):
         if len(model.decoders) != 1 or next(iter(model.decoders.values())).output_kind != "action":
             kinds = {n: d.output_kind for n, d in model.decoders.items()}
             raise ConfigError(
@@ -81,6 +90,15 @@ class TorchChunkNetwork:
         self.action_key, decoder = next(iter(model.decoders.items()))
         self.chunk_shape = decoder.event_shape
         self.input_kinds = {n: e.input_kind for n, e in model.condition_encoders.items()}
+        self.dtype = dtype
+        if dtype == torch.bfloat16 and not native_bf16(self.device):
+            warnings.warn(
+                f"dtype='bfloat16': this {self.device.type} device has no bf16 arithmetic (AVX512-BF16 or AMX "
+                "on x86, BF16 on Arm, or a GPU that has it); PyTorch emulates it, several times slower than "
+                "float32. Use dtype='float32' here.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     @property
     def device(self) -> torch.device:
@@ -88,7 +106,31 @@ class TorchChunkNetwork:
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
-        return self.model.sample(batch or None, latent="mean")[self.action_key].float().cpu()
+        # Autocast leaves the model as it was given (float32 weights, its input checks and
+        # normalisation in float32) at the price of casting the weights at every call.
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            chunk = self.model.sample(batch or None, latent="mean")[self.action_key]
+        return chunk.float().cpu()
+
+
+def inference_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """torch.float32 or torch.bfloat16, from its name or itself; anything else is a ConfigError."""
+    found = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(found, torch.dtype) or found not in DTYPES.values():
+        raise ConfigError(
+            f"dtype: expected one of {sorted(DTYPES)} (or torch.float32, torch.bfloat16), got {dtype!r}"
+        )
+    return found
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 itself rather than PyTorch emulating it in float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return any(capabilities.get(flag, False) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
+    return True  # other devices: whatever their PyTorch backend does
 
 
 def robot_data_of(directory: str | Path, without: str) -> Any:
@@ -120,6 +162,9 @@ class ActionChunkPolicy:
         temporal_ensemble: m of ACT's temporal ensembling, or None for none. The policy then
             queries every step and returns the average of all stored predictions for the current
             step, weighted exp(-m * i) with i = 0 the oldest (ACT's default m = 0.01).
+        dtype: "float32" (default) or "bfloat16" (or the torch dtype): the precision of the
+            network's matrix products and convolutions, by bf16 autocast (see the module's
+            docstring); the actions come back in float32 either way. Only for a ConditionalVAE.
     """
 
     def __init__(
@@ -130,9 +175,16 @@ class ActionChunkPolicy:
         instruction_key: str | None = None,
         query_period: int | None = None,
         temporal_ensemble: float | None = None,
+        dtype: str | torch.dtype = "float32",
     ):
         self.model = model if isinstance(model, ConditionalVAE) else None
-        self.network = TorchChunkNetwork(model) if self.model is not None else model
+        self.dtype = inference_dtype(dtype)
+        if self.model is None and self.dtype != torch.float32:
+            raise ConfigError(
+                f"dtype: {dtype!r} applies to a ConditionalVAE (the torch backend); "
+                f"{type(model).__name__} runs in its own precision, use dtype='float32'"
+            )
+        self.network = TorchChunkNetwork(model, self.dtype) if self.model is not None else model
         self.action_key = self.network.action_key
         self.chunk_size, self.action_dim = self.network.chunk_shape
         self.image_size = tuple(image_size) if image_size is not None else None
@@ -179,13 +231,17 @@ class ActionChunkPolicy:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         backend: Backend = "torch",
+        dtype: str | torch.dtype = "float32",
     ) -> ActionChunkPolicy:
         """Load a model folder written by training, or a Hub repo id (the local Hugging Face cache
         first): the run config saved with it gives the observation keys, the image size and the
         instruction key. `backend="onnxruntime"`: a folder written by `cvae-bridge export --format
-        onnx`, its graph run by ONNX Runtime on the CPU."""
+        onnx`, its graph run by ONNX Runtime on the CPU (in float32). `dtype="bfloat16"`: the torch
+        network under bf16 autocast (see the class)."""
         if backend not in ("torch", "onnxruntime"):
             raise ConfigError(f"backend: expected 'torch' or 'onnxruntime', got {backend!r}")
+        if inference_dtype(dtype) != torch.float32 and backend != "torch":
+            raise ConfigError(f"dtype: {dtype!r} needs backend='torch'; the {backend} graph runs in float32")
         directory = resolve_folder(directory, revision, cache_dir)
         data = robot_data_of(
             directory, "build ActionChunkPolicy(model, features, ...) with the observation keys instead"
@@ -197,7 +253,13 @@ class ActionChunkPolicy:
         else:
             model = ConditionalVAE.from_pretrained(directory, device)
         return cls(
-            model, data.features, data.image_size, data.instruction_key, query_period, temporal_ensemble
+            model,
+            data.features,
+            data.image_size,
+            data.instruction_key,
+            query_period,
+            temporal_ensemble,
+            dtype,
         )
 
     def reset(self) -> None:
