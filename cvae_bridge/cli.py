@@ -24,6 +24,10 @@ from .envs.suites import SUITES
 from .errors import ConfigError, CvaeBridgeError
 from .version import __version__
 
+DTYPE_HELP = (
+    "the policy network's precision (default: float32); bfloat16 pays on a device with bf16 arithmetic, "
+    "such as a GPU, and is emulated, slower, on a CPU without it"
+)
 DEVICE_HELP = "auto (the GPU where there is one; the default), cpu, cuda or cuda:N"
 
 
@@ -312,6 +316,7 @@ def _add_replay(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     replay.add_argument("--out", help="JSON file to write (default: replay.json beside the model folder)")
     replay.add_argument("--device", help=DEVICE_HELP)
+    replay.add_argument("--dtype", choices=["float32", "bfloat16"], help=DTYPE_HELP)
     replay.set_defaults(run=_replay)
 
 
@@ -416,6 +421,7 @@ def _add_rollout(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     rollout.add_argument("--out", help="output folder (default: rollout/ beside the model folder)")
     rollout.add_argument("--device", help=DEVICE_HELP)
+    rollout.add_argument("--dtype", choices=["float32", "bfloat16"], help=DTYPE_HELP)
     rollout.set_defaults(run=_rollout)
 
 

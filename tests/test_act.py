@@ -4,6 +4,7 @@ configs, and `cvae-bridge replay`."""
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -321,6 +322,20 @@ def test_replay_selects_episodes_and_names_unknown_ones(trained, capsys):
     assert "replay" not in capsys.readouterr().err
     with pytest.raises(InputError, match=r"episodes: \[7\] are not in"):
         replay_episodes(ReplayConfig(model, data, episodes=[7]))
+
+
+def test_replay_in_bfloat16_is_near_float32(trained):
+    from cvae_bridge.evaluation.replay import ReplayConfig, replay_episodes
+    from cvae_bridge.pipelines.policy import native_bf16
+
+    model, data = str(trained / "run" / "model"), str(trained / "hdf5")
+    fp32 = replay_episodes(ReplayConfig(model, data, episodes=[1], progress_bar=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bf16 = replay_episodes(ReplayConfig(model, data, episodes=[1], progress_bar=False, dtype="bfloat16"))
+    emulated = [w for w in caught if "emulates" in str(w.message)]
+    assert len(emulated) == (0 if native_bf16(torch.device("cpu")) else 1)
+    assert bf16["l1"] != fp32["l1"] and bf16["l1"] == pytest.approx(fp32["l1"], abs=0.05)
 
 
 # ---------------------------------------------------------------------------------------------

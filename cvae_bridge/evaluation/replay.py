@@ -7,7 +7,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -47,6 +47,8 @@ class ReplayConfig:
     temporal_ensemble: NonNegativeFloat | None = None  # ACT's m, e.g. 0.01; None: no ensembling
     out: str | None = None  # the JSON report (default: replay.json beside the model folder)
     device: str = "auto"  # the GPU where there is one
+    # the policy network's precision: bfloat16 pays where the device has bf16 arithmetic (a GPU)
+    dtype: Literal["float32", "bfloat16"] = "float32"
     progress_bar: bool = True  # frames replayed and the episode at hand, on stderr
 
 
@@ -59,7 +61,7 @@ def replay_episodes(config: ReplayConfig) -> dict[str, Any]:
     """
     model_dir, episodes = config.model, config.episodes
     policy = ActionChunkPolicy.from_pretrained(
-        model_dir, config.device, config.query_period, config.temporal_ensemble
+        model_dir, config.device, config.query_period, config.temporal_ensemble, dtype=config.dtype
     )
     data = _replay_config(_trained_on(model_dir), config.data)
     source = build_source(data)

@@ -63,6 +63,8 @@ class RolloutConfig:
     batch_size: PositiveInt = 10  # episodes run side by side, one policy call per step
     out: str | None = None  # success.json and success.md (default: rollout/ beside the model folder)
     device: str = "auto"  # the GPU where there is one
+    # the policy network's precision: bfloat16 pays where the device has bf16 arithmetic (a GPU)
+    dtype: Literal["float32", "bfloat16"] = "float32"
     progress_bar: bool = True  # episodes done and successes so far, on stderr
     model_card: bool = True  # add the success table to the model folder's README.md
 
@@ -86,7 +88,7 @@ def evaluate_policy(config: RolloutConfig) -> dict[str, Any]:
     seed = EVAL_SEED if seed is None else seed
     task_names = resolve_tasks(suite, tasks)
     policy = ActionChunkPolicy.from_pretrained(
-        model_dir, config.device, config.query_period, config.temporal_ensemble
+        model_dir, config.device, config.query_period, config.temporal_ensemble, dtype=config.dtype
     )
     if phrasings == "heldout" and policy.instruction_key is None:
         raise ConfigError(
