@@ -10,7 +10,7 @@ import torch
 from ..errors import ConfigError
 
 # glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def keep_freed_memory() -> None:
@@ -19,15 +19,17 @@ def keep_freed_memory() -> None:
     By default glibc serves blocks above a (dynamic) threshold with mmap and unmaps them on free,
     so every training step faults the pages of its activations in again: the default
     text-to-image command on two cores spent 272 s in the kernel beside 1,329 s of user time
-    (135 million page faults); `cvae-bridge train` alone now spends 2.5 s there. Blocks
-    up to 32 MiB now come from the heap, and the heap is trimmed only past 1 GiB of free space.
+    (135 million page faults); `cvae-bridge train` alone now spends 2.5 s there. Every block
+    now comes from the heap (no mmap: the threshold cannot be raised past 32 MiB, and a 480x640
+    image model's activations at batch 8 are 80-240 MB each, faulted in again every step: see
+    README "Benchmarks"), and the heap is trimmed only past 1 GiB of free space at its top.
     A no-op on other C libraries and systems.
     """
     if not sys.platform.startswith("linux"):
         return
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library the process runs on
     if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_MMAP_MAX, 0)
         mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
