@@ -1,5 +1,5 @@
 """What a run asks of Accelerate: the mixed precision (the launcher's or the config's) and the
-experiment trackers, checked before the run starts."""
+experiment trackers, checked before the run starts; and what its processes agree on while it runs."""
 
 from __future__ import annotations
 
@@ -59,3 +59,27 @@ def checked_trackers(names: list[str]) -> list[str]:
                 f"{sorted(available) or 'none'}; or set train.trackers=[] for the log.jsonl file only"
             )
     return list(names)
+
+
+def any_process(accelerator: Accelerator, flag: torch.Tensor) -> torch.Tensor:
+    """`flag` (a bool tensor) or-ed over the processes, on the device: nothing waits for it."""
+    if accelerator.num_processes == 1:
+        return flag
+    return accelerator.reduce(flag.float(), "sum") > 0
+
+
+def agreed(accelerator: Accelerator, flag: bool) -> bool:
+    """True when any process raises `flag` (all processes must take the same branch)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(any_process(accelerator, torch.tensor(flag, device=accelerator.device)))
+
+
+def mean_over_processes(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Each process's loss figures averaged over all of them: what is logged describes the whole
+    batch, not the main process's shard of it."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    return dict(zip(keys, accelerator.reduce(values, "mean").tolist()))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -60,10 +59,12 @@ from .finetune import (
     merge_lora,
     save_adapter,
 )
-from .launch import make_accelerator
+from .launch import agreed, any_process, make_accelerator, mean_over_processes
 from .losses import TrainingLosses
 from .optimizer import build_optimizer, lr_factor
 from .sampler import EpochBatchSampler
+from .step_figures import StepFigures, read_figures, skipped_on_device
+from .stop_signals import ignore_stop_signals, stop_requests, stop_workers
 
 
 @dataclass
@@ -74,18 +75,6 @@ class TrainResult:
     status: Literal["completed", "interrupted"]
     metrics: dict[str, float]  # the last logged training figures
     stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that interrupted the run
-
-
-@dataclass
-class StepFigures:
-    """One optimiser step's figures, still on the device: value i divided by divisors[i] adds to
-    the figure names[i] (a loss part once per micro-batch, the gradient norm once), and the last
-    value is 1 where the step was skipped as non-finite."""
-
-    step: int
-    names: list[str]
-    divisors: list[int]
-    values: torch.Tensor
 
 
 def train(config: RunConfig, resume: bool = False) -> TrainResult:
@@ -182,7 +171,7 @@ class Trainer:
             persistent_workers=cfg.num_workers > 0,
             pin_memory=self.accelerator.device.type == "cuda",
             generator=torch.Generator(),  # keeps worker seeding off the global random stream
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=ignore_stop_signals,
         )
         self._stop_signal: int | None = None
         # The fused AdamW skips a step on the device where `found_inf` is 1, as under torch's
@@ -210,17 +199,7 @@ class Trainer:
             try:
                 return self._fit(resume)
             finally:
-                self._stop_workers()
-
-    def _stop_workers(self) -> None:
-        """End the DataLoader's (persistent) workers on every way out of a run. They ignore SIGTERM
-        (_ignore_stop_signals), so multiprocessing's terminate() at exit would not end them and
-        the interpreter would wait for them forever: after an error, whose traceback keeps the
-        loader alive, that is a hang."""
-        iterator = getattr(self.loader, "_iterator", None)  # torch keeps persistent workers' iterator there
-        if iterator is not None:
-            iterator._shutdown_workers()
-            self.loader._iterator = None
+                stop_workers(self.loader)  # on every way out of a run
 
     def _fit(self, resume: bool) -> TrainResult:
         cfg = self.config.train
@@ -238,7 +217,7 @@ class Trainer:
         tick, seen, waited = time.perf_counter(), 0, 0.0
         self._train_mode()  # once: evaluation switches it back after its own eval()
         self.losses.train()
-        with self._signals():
+        with stop_requests(self._request_stop):
             while step < cfg.steps:
                 before = time.perf_counter()
                 try:
@@ -266,7 +245,9 @@ class Trainer:
                 if log:
                     elapsed = time.perf_counter() - tick
                     count = step % cfg.log_every or cfg.log_every
-                    metrics = self._mean_over_processes({k: float(v) / count for k, v in sums.items()})
+                    metrics = mean_over_processes(
+                        self.accelerator, {k: float(v) / count for k, v in sums.items()}
+                    )
                     # data_wait: the share of the interval's wall time spent blocked on the data loader
                     metrics.update(
                         lr=self.scheduler.get_last_lr()[0],
@@ -283,7 +264,7 @@ class Trainer:
                     tick, seen, waited = time.perf_counter(), 0, 0.0
                 if evaluate:
                     self._evaluate(step)
-                if self._agreed(self._stop_signal is not None):
+                if agreed(self.accelerator, self._stop_signal is not None):
                     self._settle(pending, sums)
                     return self._interrupted(step, bar, metrics)
                 if checkpoint:
@@ -305,6 +286,10 @@ class Trainer:
         self.accelerator.print(f"stopped by signal {self._stop_signal} at step {step}; resume with --resume")
         self.accelerator.end_training()
         return TrainResult(self.output_dir, model_dir, step, "interrupted", metrics, self._stop_signal)
+
+    def _request_stop(self, signum: int) -> None:
+        """A stop signal: checkpoint and stop after the current step."""
+        self._stop_signal = signum
 
     def _start(self, resume: bool) -> int:
         """Restore the newest checkpoint (resume) or start a fresh run folder; returns the step."""
@@ -392,7 +377,7 @@ class Trainer:
             # Under fp16 an overflow is routine: the grad scaler skips that step by itself.
             if self.accelerator.mixed_precision != "fp16":
                 nonfinite = nonfinite | ~torch.isfinite(norm)
-        skipped = self._any_process(nonfinite)
+        skipped = any_process(self.accelerator, nonfinite)
         self._update(skipped)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -401,12 +386,8 @@ class Trainer:
     def _update(self, skipped: torch.Tensor) -> None:
         """The optimiser's step and the EMA's, unless `skipped` (a bool tensor on the device)."""
         if self._skip_on_device:
-            inner = self.optimizer.optimizer  # the torch optimiser that Accelerate wraps
-            inner.found_inf = skipped.float()  # the fused kernel leaves weights and step count as they are
-            try:
+            with skipped_on_device(self.optimizer.optimizer, skipped):  # the torch optimiser Accelerate wraps
                 self.optimizer.step()
-            finally:
-                del inner.found_inf
             if self.ema is not None:
                 self.ema.update(self.unwrapped, skipped)
         # Waits for the device: under fp16 the grad scaler reads its overflow flag on the host
@@ -419,19 +400,11 @@ class Trainer:
     def _settle(self, pending: list[StepFigures], sums: dict[str, float]) -> None:
         """Read the figures of the `pending` steps (one transfer from the device), add them to
         `sums` and empty `pending`; a step skipped as non-finite is reported, or stops the run."""
-        if not pending:
-            return
-        flat = torch.cat([p.values for p in pending]).tolist()
-        offset = 0
-        for p in pending:
-            figures: dict[str, float] = defaultdict(float)
-            for name, divisor, value in zip(p.names, p.divisors, flat[offset:]):
-                figures[name] += value / divisor
-            offset += len(p.names) + 1
+        for step, figures, skipped in read_figures(pending):
             for key, value in figures.items():
                 sums[key] += value
-            if flat[offset - 1]:
-                self._nonfinite(p.step, figures)
+            if skipped:
+                self._nonfinite(step, figures)
         pending.clear()
 
     def _train_mode(self) -> None:
@@ -461,18 +434,6 @@ class Trainer:
             raise NonFiniteLossError(message + ". Lower train.lr, or set train.on_nonfinite: skip")
         self.accelerator.print(f"skipping {message}")
 
-    def _agreed(self, flag: bool) -> bool:
-        """True when any process raises `flag` (all processes must take the same branch)."""
-        if self.accelerator.num_processes == 1:
-            return flag
-        return bool(self._any_process(torch.tensor(flag, device=self.accelerator.device)))
-
-    def _any_process(self, flag: torch.Tensor) -> torch.Tensor:
-        """`flag` (a bool tensor) or-ed over the processes, on the device: nothing waits for it."""
-        if self.accelerator.num_processes == 1:
-            return flag
-        return self.accelerator.reduce(flag.float(), "sum") > 0
-
     # -- logging, evaluation, export --------------------------------------------------------------
 
     def _log(self, split: str, step: int, metrics: dict[str, float]) -> None:
@@ -480,15 +441,6 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.output_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
-
-    def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Each process's loss figures averaged over all of them: what is logged describes the
-        whole batch, not the main process's shard of it."""
-        if self.accelerator.num_processes == 1:
-            return metrics
-        keys = sorted(metrics)
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
-        return dict(zip(keys, self.accelerator.reduce(values, "mean").tolist()))
 
     def _evaluate(self, step: int) -> None:
         """Validation loss on the first batches of the evaluation split, and a sample grid.
@@ -537,33 +489,3 @@ class Trainer:
                 save_pretrained(model, model_dir, self.config, step)
         self.accelerator.wait_for_everyone()
         return model_dir
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step."""
-
-        chld = getattr(signal, "SIGCHLD", None)  # absent on Windows
-        replaced: dict[int, Any] = {}
-
-        def request_stop(signum: int, frame: Any) -> None:
-            self._stop_signal = signum
-            # A DataLoader worker that the signal reached anyway (started but not yet ignoring
-            # it) must not raise, through PyTorch's SIGCHLD handler, in the middle of the step or
-            # of the interrupt checkpoint; a fetch that fails for it stops at the last whole step.
-            if chld is not None and chld not in replaced:
-                replaced[chld] = signal.signal(chld, signal.SIG_DFL)
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in {**previous, **replaced}.items():
-                signal.signal(s, handler)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT and SIGTERM. Ctrl-C, `systemctl stop` and Slurm's `scancel`
-    signal the whole process group: a worker killed by it would make the main process fail (in
-    its interrupt checkpoint) instead of stopping cleanly. The main process shuts them down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
