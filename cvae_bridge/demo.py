@@ -29,7 +29,7 @@ from .config import PositiveFloat, PositiveInt, Range, Seed
 from .errors import ConfigError, CvaeBridgeError, DependencyError, InputError
 from .hub import RUN_CONFIG_NAME, read_run_config
 from .pipelines.text_to_image import TextToImagePipeline
-from .utils.pixels import display_scale, image_grid
+from .utils.pixels import DISPLAY_SIZE, display_scale, image_grid
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -51,7 +51,7 @@ class DemoConfig:
     temperature: PositiveFloat = 1.0  # at first; scales the prior's standard deviation
     seed: Seed = 0  # at first
     device: str = "auto"  # the GPU where there is one
-    display_size: PositiveInt = 112  # images enlarged (nearest neighbour) to about this many pixels
+    display_size: PositiveInt = DISPLAY_SIZE  # images enlarged (nearest neighbour) to about this many pixels
     host: str = "127.0.0.1"  # "0.0.0.0" serves the network
     port: Annotated[int, Range(1, 65535)] | None = None  # None: the first free one from 7860
 

@@ -11,10 +11,9 @@ from torch.utils.data import Dataset, default_collate
 from .config import EvalConfig
 from .errors import ConfigError
 from .model import ConditionalVAE
-from .utils.pixels import display_scale, save_image_grid
+from .utils.pixels import DISPLAY_SIZE, display_scale, save_image_grid
 
 GRID_ROWS = 10
-DISPLAY_SIZE = 112  # pixels on an image's longer side in a written grid (GenerateConfig's default)
 
 
 def image_targets(model: ConditionalVAE) -> list[str]:

@@ -13,7 +13,7 @@ from PIL import Image
 from ..config import PositiveFloat, PositiveInt, Seed
 from ..errors import ConfigError
 from ..model import ConditionalVAE
-from ..utils.pixels import display_scale, image_grid, save_image_grid
+from ..utils.pixels import DISPLAY_SIZE, display_scale, image_grid, save_image_grid
 from ..utils.runtime import checked_device
 
 
@@ -126,7 +126,7 @@ class GenerateConfig:
     device: str = "auto"  # the GPU where there is one
     # Images are enlarged by a whole factor (nearest neighbour) to about this many pixels on a side,
     # so that MNIST's 28x28 are readable (x4); 1 keeps them as generated.
-    display_size: PositiveInt = 112
+    display_size: PositiveInt = DISPLAY_SIZE
     labels: bool = True  # each row's prompt written above it
 
 

@@ -21,7 +21,7 @@ from accelerate.utils import gather_object
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import RunConfig
+from ..config import RunConfig, brief_repr
 from ..errors import CheckpointError
 from ..hub import WEIGHTS_NAME, load_state_strict, saved_state, write_model_files
 from ..utils.files import fsync_directory, fsync_files
@@ -255,17 +255,13 @@ def config_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
     """The fields that differ between two config mappings, as `dotted.path: old -> new` (values
     shortened), model and data fields first; at most `limit`, then how many more."""
 
-    def brief(value: Any) -> str:
-        text = repr(value)
-        return text if len(text) <= 40 else text[:37] + "..."
-
     # An empty mapping and an absent one mean the same: only the entries inside count.
     old, new = ({k: v for k, v in flatten(d).items() if v != {}} for d in (old, new))
     missing = object()
     keys = sorted(old.keys() | new.keys(), key=lambda k: (k.startswith("train."), k))
     changed = [k for k in keys if old.get(k, missing) != new.get(k, missing)]
     lines = [
-        f"{k}: {brief(old[k]) if k in old else '(unset)'} -> {brief(new[k]) if k in new else '(unset)'}"
+        f"{k}: {brief_repr(old[k], 40) if k in old else '(unset)'} -> {brief_repr(new[k], 40) if k in new else '(unset)'}"
         for k in changed[:limit]
     ]
     if len(changed) > limit:

@@ -36,6 +36,10 @@ def resize_images(x: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
     return x.clamp_(0.0, 1.0)
 
 
+# Pixels on an image's longer side in a written grid, by default: MNIST's 28x28 enlarged 4 times.
+DISPLAY_SIZE = 112
+
+
 def display_scale(size: Sequence[int], display_size: int) -> int:
     """The whole factor that brings an image of `size` (H, W) nearest `display_size` pixels on its
     longer side; 1 for an image as large already (never shrunk)."""

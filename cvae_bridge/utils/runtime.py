@@ -22,7 +22,7 @@ def keep_freed_memory() -> None:
     (135 million page faults); `cvae-bridge train` alone now spends 2.5 s there. Every block
     now comes from the heap (no mmap: the threshold cannot be raised past 32 MiB, and a 480x640
     image model's activations at batch 8 are 80-240 MB each, faulted in again every step: see
-    README "Benchmarks"), and the heap is trimmed only past 1 GiB of free space at its top.
+    README "Performance"), and the heap is trimmed only past 1 GiB of free space at its top.
     A no-op on other C libraries and systems.
     """
     if not sys.platform.startswith("linux"):
