@@ -36,8 +36,10 @@ label around them (and count their FLOPs), nothing in either model changes. As i
 reference computes all 7 decoder layers and reads the first one's output.
 
 Training: forward, backward and an AdamW step at batch 8 (ACT's batch size) for both, alternating;
-the reference with ACT's loss (L1 + 10 KL) through its CVAE encoder, cvae_bridge with its own; the
-first step of each is counted for FLOPs and not timed. Weights are random: the timings do not
+the reference with ACT's loss (L1 + 10 KL) through its CVAE encoder and ACT's optimiser
+(torch.optim.AdamW), cvae_bridge with its own loss and its trainer's optimiser (build_optimizer:
+fused AdamW, same learning rate and weight decay); the first step of each is counted for FLOPs and
+not timed. Weights are random: the timings do not
 depend on them. Figures are printed, nothing is asserted; on a shared machine compare them with
 the load average printed beside them.
 """
@@ -67,6 +69,7 @@ from cvae_bridge import ConditionalVAE
 from cvae_bridge.config import RunConfig, load_run_config
 from cvae_bridge.data.resolve import resolve_run_config
 from cvae_bridge.pipelines import ActionChunkPolicy
+from cvae_bridge.training.optimizer import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = (480, 640)
@@ -395,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         lr, decay = config.train.lr, config.train.weight_decay
         optimizers = {
-            OURS: torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay),
-            THEIRS: torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=decay),
+            OURS: build_optimizer(model, config.train),  # the trainer's: fused AdamW
+            THEIRS: torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=decay),  # ACT's
         }
         losses = {
             OURS: lambda: model(train_batch)["loss"],

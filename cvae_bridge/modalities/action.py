@@ -17,7 +17,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..config import DecoderConfig, EncoderConfig, FractionBelowOne, NonNegativeInt, PositiveInt
-from ..layers import sine_positions_1d, transformer_encoder
+from ..layers import sine_positions_1d, transformer_decoder, transformer_encoder
 from ..registry import register_decoder, register_encoder
 from ..utils.runtime import capturing_cuda_graph
 from .base import Decoder, Encoder, Tokens, check_tensor
@@ -78,16 +78,9 @@ class ActionDecoder(Decoder):
         self.encoder = transformer_encoder(
             d_model, config.encoder_layers, config.heads, config.ff_dim, config.dropout, config.norm_first
         )
-        layer = nn.TransformerDecoderLayer(
-            d_model,
-            config.heads,
-            config.ff_dim,
-            config.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=config.norm_first,
+        self.decoder = transformer_decoder(
+            d_model, config.decoder_layers, config.heads, config.ff_dim, config.dropout, config.norm_first
         )
-        self.decoder = nn.TransformerDecoder(layer, config.decoder_layers, norm=nn.LayerNorm(d_model))
         self.queries = nn.Parameter(torch.randn(1, config.chunk_size, d_model) * 0.02)
 
     def forward(self, z: torch.Tensor, conditions: Tokens) -> torch.Tensor:

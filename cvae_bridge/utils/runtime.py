@@ -10,7 +10,7 @@ import torch
 from ..errors import ConfigError
 
 # glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
 def keep_freed_memory() -> None:
@@ -22,15 +22,19 @@ def keep_freed_memory() -> None:
     (135 million page faults); `cvae-bridge train` alone now spends 2.5 s there. Every block
     now comes from the heap (no mmap: the threshold cannot be raised past 32 MiB, and a 480x640
     image model's activations at batch 8 are 80-240 MB each, faulted in again every step: see
-    README "Performance"), and the heap is trimmed only past 1 GiB of free space at its top.
-    A no-op on other C libraries and systems.
+    README "Performance"), the heap is never trimmed (an ACT step at batch 8 frees more than
+    1 GiB at its top, which the former 1 GiB threshold handed back and faulted in again), and
+    all threads share one arena (a worker thread's own arena was shrunk and faulted in as well).
+    The process keeps its peak memory, as a training step reaches it again each time. A no-op on
+    other C libraries and systems.
     """
     if not sys.platform.startswith("linux"):
         return
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library the process runs on
     if mallopt is not None:
         mallopt(_M_MMAP_MAX, 0)
-        mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        mallopt(_M_TRIM_THRESHOLD, -1)  # -1: never (mallopt(3))
+        mallopt(_M_ARENA_MAX, 1)
 
 
 def building_skeleton() -> bool:
