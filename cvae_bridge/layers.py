@@ -85,9 +85,9 @@ class AttentionPool(nn.Module):
 class Dropout(nn.Dropout):
     """nn.Dropout that draws its mask on a CPU from 16-bit slices of 64-bit random integers.
 
-    PyTorch's CPU dropout draws one random number per element (bernoulli_), which took a fifth of
-    an ACT training step on a CPU; four 16-bit draws per 64-bit integer take under half the time.
-    The drop probability is rounded to a multiple of 1/65536. Other devices, evaluation and
+    PyTorch's CPU dropout draws one random number per element (bernoulli_), a large share of a
+    transformer's training step on a CPU; a 64-bit draw gives four elements' bits here (README
+    "Performance"). The drop probability is rounded to a multiple of 1/65536. Other devices, evaluation and
     in-place dropout run nn.Dropout as it is; the seed comes from torch's default generator alike.
     """
 
@@ -102,8 +102,8 @@ class Dropout(nn.Dropout):
 
 class Attention(nn.MultiheadAttention):
     """nn.MultiheadAttention whose attention weights, while training on a CPU, are dropped out by
-    Dropout (PyTorch's math path there draws them with bernoulli_, a tenth of an ACT training
-    step); the same weights and results otherwise. Elsewhere (a GPU, evaluation, a returned or
+    Dropout (PyTorch's attention there draws one bernoulli per weight); the same parameters and
+    results otherwise. Elsewhere (a GPU, evaluation, a returned or
     masked-by-position attention) it is nn.MultiheadAttention itself."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
