@@ -127,11 +127,11 @@ class Attention(nn.MultiheadAttention):
             return super().forward(
                 query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal
             )
-        biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
         if query is key is value:  # self-attention: one product for q, k and v
             q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         else:
             weights = self.in_proj_weight.chunk(3)
+            biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
             q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
         q, k, v = (rearrange(x, "b l (h d) -> b h l d", h=self.num_heads) for x in (q, k, v))
         scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5

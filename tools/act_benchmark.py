@@ -39,9 +39,8 @@ Training: forward, backward and an AdamW step at batch 8 (ACT's batch size) for 
 the reference with ACT's loss (L1 + 10 KL) through its CVAE encoder and ACT's optimiser
 (torch.optim.AdamW), cvae_bridge with its own loss and its trainer's optimiser (build_optimizer:
 fused AdamW, same learning rate and weight decay); the first step of each is counted for FLOPs and
-not timed. Weights are random: the timings do not
-depend on them. Figures are printed, nothing is asserted; on a shared machine compare them with
-the load average printed beside them.
+not timed. Weights are random: the timings do not depend on them. Figures are printed, nothing is
+asserted; on a shared machine compare them with the load average printed beside them.
 """
 
 from __future__ import annotations

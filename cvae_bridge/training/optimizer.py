@@ -14,8 +14,9 @@ from .finetune import check_lr_patterns, lr_factor_of
 def build_optimizer(model: nn.Module, cfg: TrainConfig, losses: nn.Module | None = None) -> torch.optim.AdamW:
     """AdamW over the trainable weights, one parameter group per learning-rate factor that the
     model declares (`lr_multipliers()`: a fine-tuned pretrained backbone) or train.lr_multipliers
-    sets, and one for the training losses' own weights (a discriminator). The fused kernel (one pass over each tensor
-    instead of a dozen) is used on the devices that have it: on a CPU it makes the step ~3x faster."""
+    sets, and one for the training losses' own weights (a discriminator). The fused kernel (one
+    pass over each tensor instead of a dozen) is used on the devices that have it: on a CPU it
+    makes the step ~3x faster."""
     declared = getattr(model, "lr_multipliers", dict)()
     check_lr_patterns(model, cfg.lr_multipliers)
     groups: dict[float, list[nn.Parameter]] = {1.0: []}  # the run's rate first: the log reports group 0

@@ -23,8 +23,8 @@ def keep_freed_memory() -> None:
     now comes from the heap (no mmap: the threshold cannot be raised past 32 MiB, and a 480x640
     image model's activations at batch 8 are 80-240 MB each, faulted in again every step: see
     README "Performance"), the heap is never trimmed (an ACT step at batch 8 frees more than
-    1 GiB at its top, which the former 1 GiB threshold handed back and faulted in again), and
-    all threads share one arena (a worker thread's own arena was shrunk and faulted in as well).
+    1 GiB at its top: trimmed, the next step faults it in again), and all threads share one
+    arena (a worker thread's own arena is shrunk and faulted in likewise).
     The process keeps its peak memory, as a training step reaches it again each time. A no-op on
     other C libraries and systems.
     """
